@@ -1,0 +1,6 @@
+import XCTest
+@testable import Pagoda
+
+final class SmokeTests: XCTestCase {
+    func testVersion() { XCTAssertFalse(PagodaInfo.version.isEmpty) }
+}
