@@ -15,7 +15,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
     ],
     targets: [
-        .target(name: "Pagoda", swiftSettings: cpuFlags),
+        .target(name: "PagodaKernelsC", cSettings: [.unsafeFlags(["-O3", "-march=native"])]),
+        .target(name: "Pagoda", dependencies: ["PagodaKernelsC"], swiftSettings: cpuFlags),
         .executableTarget(
             name: "pagoda",
             dependencies: ["Pagoda", .product(name: "ArgumentParser", package: "swift-argument-parser")],

@@ -1,0 +1,1 @@
+#include "pagoda_kernels.h"

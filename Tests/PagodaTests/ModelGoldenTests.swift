@@ -1,0 +1,31 @@
+import Foundation
+import XCTest
+@testable import Pagoda
+
+/// The forward pass against Hugging Face Transformers fp32 references.
+final class ModelGoldenTests: XCTestCase {
+    func testSmolLMLogitsMatchTransformers() throws {
+        let model = TestModels.smol
+        var worst: Float = 0
+        for rec in try Golden.jsonLines("hf/logits.jsonl") {
+            let ids = (rec["prompt_ids"] as! [Any]).ints
+            let topIds = (rec["top_ids"] as! [Any]).ints
+            let topLogits = (rec["top_logits"] as! [Any]).floats
+            let argmax = (rec["argmax_per_position"] as! [Any]).ints
+            let margins = (rec["argmax_margin_per_position"] as! [Any]).floats
+            let all = TestModels.logits(model, ids: ids)
+            let last = all[all.count - 1]
+            let ours = last.indices.sorted { last[$0] > last[$1] }.prefix(20)
+            XCTAssertEqual(Array(ours), topIds, "case \(rec["case"]!): top-20 ids")
+            for (id, ref) in zip(topIds, topLogits) {
+                worst = max(worst, abs(last[id] - ref))
+                XCTAssertEqual(last[id], ref, accuracy: 1e-2, "case \(rec["case"]!) id \(id)")
+            }
+            for (p, row) in all.enumerated() where margins[p] > 1e-3 {
+                let a = row.indices.max { row[$0] < row[$1] }!
+                XCTAssertEqual(a, argmax[p], "case \(rec["case"]!) position \(p)")
+            }
+        }
+        print("largest |logit - reference| over top-20: \(worst)")
+    }
+}

@@ -1,0 +1,28 @@
+import Foundation
+@testable import Pagoda
+
+/// Models shared by the tests, loaded once.
+enum TestModels {
+    static let pool = ThreadPool()
+
+    static let smolGGUF: GGUFFile = try! GGUFFile(path: Golden.defaultModelPath)
+    static let smol: LlamaModel = {
+        let g = smolGGUF
+        return try! LlamaModel(config: ModelConfig.fromGGUF(g), weights: WeightStore.gguf(g))
+    }()
+
+    /// Logits at every listed position of one sequence run through a fresh cache in one forward pass.
+    static func logits(_ model: LlamaModel, ids: [Int], rows: [Int]? = nil) -> [[Float]] {
+        let bs = 16
+        let blocks = (ids.count + bs - 1) / bs
+        let cache = KVCacheStorage(config: model.config, blockCount: max(blocks, 1), blockSize: bs)
+        let rows = rows ?? Array(ids.indices)
+        let batch = ForwardBatch(
+            tokens: ids.map(Int32.init), positions: ids.indices.map(Int32.init),
+            sequences: [AttentionSequence(tokenStart: 0, tokenCount: ids.count, startPosition: 0, blockTable: (0..<Int32(blocks)).map { $0 })],
+            logitRows: rows)
+        let flat = model.forward(batch, cache: cache, pool: pool)
+        let v = model.config.vocabSize
+        return rows.indices.map { Array(flat[$0 * v..<($0 + 1) * v]) }
+    }
+}
