@@ -32,6 +32,9 @@ public struct ModelConfig: Sendable {
     public var llama3Scaling: Llama3RopeScaling?
     /// Linear position scaling (rope_scaling type "linear"): positions are divided by this.
     public var linearRopeFactor: Double = 1
+    /// Round the RoPE inverse frequencies to bf16. Transformers does this for a checkpoint loaded in its
+    /// stored bf16 dtype (the `inv_freq` buffer is cast with the model), and such models were run that way.
+    public var ropeFrequenciesInBF16 = false
     public var maxPositions: Int
     public var tiedEmbeddings: Bool
     public var bosTokenId: Int?
@@ -44,7 +47,8 @@ public struct ModelConfig: Sendable {
         let half = headDim / 2
         var out = [Float](repeating: 0, count: half)
         for i in 0..<half {
-            var f = 1.0 / pow(ropeTheta, Double(2 * i) / Double(headDim))
+            // float32 arithmetic, as Transformers computes inv_freq
+            var f = Double(1 / powf(Float(ropeTheta), Float(2 * i) / Float(headDim)))
             if let s = llama3Scaling {
                 let lowWavelen = Double(s.originalMaxPositions) / s.lowFreqFactor
                 let highWavelen = Double(s.originalMaxPositions) / s.highFreqFactor
@@ -57,6 +61,7 @@ public struct ModelConfig: Sendable {
                 }
             }
             out[i] = Float(f / linearRopeFactor)
+            if ropeFrequenciesInBF16 { out[i] = bf16ToFloat(floatToBF16(out[i])) }
         }
         return out
     }
@@ -154,6 +159,8 @@ public struct ModelConfig: Sendable {
             config.linearRopeFactor = f
         }
         config.eosTokenIds = eosIds(json["eos_token_id"])
+        let storedDType = (json["dtype"] as? String) ?? (json["torch_dtype"] as? String)
+        config.ropeFrequenciesInBF16 = storedDType == "bfloat16"
         let gen = folder.appendingPathComponent("generation_config.json")
         if let d = FileManager.default.contents(atPath: gen.path),
            let g = (try? JSONSerialization.jsonObject(with: d)) as? [String: Any] {
