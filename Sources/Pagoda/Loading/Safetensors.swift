@@ -80,3 +80,25 @@ public final class SafetensorsFile: Sendable {
 
     public func data(of info: SafetensorsTensorInfo) -> UnsafeRawPointer { file.base + info.offset }
 }
+
+extension SafetensorsFile {
+    /// Writes fp32 tensors as a `.safetensors` file (names in the order given).
+    public static func write(_ tensors: [(name: String, shape: [Int], values: [Float])], to url: URL) throws {
+        var header = "{"
+        var offset = 0
+        for (i, t) in tensors.enumerated() {
+            precondition(t.shape.reduce(1, *) == t.values.count, "shape \(t.shape) does not match \(t.values.count) values of \(t.name)")
+            let bytes = t.values.count * 4
+            header += (i > 0 ? "," : "") + "\"\(t.name)\":{\"dtype\":\"F32\",\"shape\":\(t.shape),\"data_offsets\":[\(offset),\(offset + bytes)]}"
+            offset += bytes
+        }
+        header += "}"
+        while (header.utf8.count + 8) % 8 != 0 { header += " " }
+        var data = Data()
+        var length = UInt64(header.utf8.count).littleEndian
+        withUnsafeBytes(of: &length) { data.append(contentsOf: $0) }
+        data.append(contentsOf: Array(header.utf8))
+        for t in tensors { t.values.withUnsafeBytes { data.append(contentsOf: $0) } }
+        try data.write(to: url)
+    }
+}
