@@ -22,7 +22,9 @@ final class GreedyGoldenTests: XCTestCase {
                 let ours = LogProbs.top(logits, k: 5)
                 let ourId = ours[0].id
                 if ourId != refId {
-                    XCTAssertTrue(refTop.contains(ourId) && ours.map(\.id).contains(refId),
+                    let ok = refTop.contains(ourId) && ours.map(\.id).contains(refId)
+                    if ok { close += 1 }
+                    XCTAssertTrue(ok,
                                   "case \(rec["case"]!): diverged at step \(i) (ours \(ourId), reference \(refId)) beyond the top 5")
                     diverged = true
                     break
@@ -31,8 +33,7 @@ final class GreedyGoldenTests: XCTestCase {
                 if refId == 2 || i == steps.count - 1 { break }
                 logits = session.append([ourId])[0]
             }
-            if !diverged { identical += 1 }
-            close += 1
+            if !diverged { identical += 1; close += 1 }
         }
         print("greedy: \(identical)/\(total) identical, \(close)/\(total) close; largest chosen-token logprob error \(worstLogprob)")
         XCTAssertLessThan(worstLogprob, 1e-2)

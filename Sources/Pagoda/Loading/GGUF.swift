@@ -187,8 +187,8 @@ struct GGUFReader {
     mutating func readCount(_ what: String) throws -> Int {
         let v = try read(UInt64.self, what)
         // Every entry takes at least one byte, so a count beyond the file size is corrupt.
-        guard v <= UInt64(bytes.count) else {
-            throw LoadError(file: path, message: "corrupt header: \(what) is \(v), more than the file could hold")
+        guard v <= UInt64(bytes.count - position) else {
+            throw LoadError(file: path, message: "truncated or corrupt header: \(what) is \(v), but only \(bytes.count - position) bytes follow")
         }
         return Int(v)
     }
