@@ -164,13 +164,17 @@ public final class Tokenizer: Sendable {
                     ps.append(Array(t.replacingOccurrences(of: rep, with: " ").utf8))
                 }
             case .wordPiece(let wp, _):
+                // Word starts get a space; Hugging Face's WordPiece decoder cleanup (per token) then drops the
+                // space before . , ! ? and contractions.
+                var piece: String
                 if wp.phantomSpace {
-                    ps.append(Array(t.replacingOccurrences(of: "\u{2581}", with: " ").utf8))
+                    piece = t.replacingOccurrences(of: "\u{2581}", with: " ")
                 } else if t.hasPrefix(wp.continuingPrefix) {
-                    ps.append(Array(t.dropFirst(wp.continuingPrefix.count).utf8))
+                    piece = String(t.dropFirst(wp.continuingPrefix.count))
                 } else {
-                    ps.append(Array((" " + t).utf8))
+                    piece = " " + t
                 }
+                ps.append(Array(Self.wordPieceCleanup(piece).utf8))
             }
         }
         pieces = ps
@@ -185,6 +189,16 @@ public final class Tokenizer: Sendable {
             if let id = v[t], c.kinds[id] == .control || c.specialIds.contains(id) { eosSet.insert(id) }
         }
         eosTokenIds = eosSet
+    }
+
+    static func wordPieceCleanup(_ s: String) -> String {
+        guard s.hasPrefix(" ") else { return s }
+        var r = s
+        for (a, b) in [(" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"), (" 'm", "'m"),
+                       (" do not", " don't"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re")] {
+            r = r.replacingOccurrences(of: a, with: b)
+        }
+        return r
     }
 
     static func parseByteToken(_ t: String) -> UInt8? {
