@@ -35,6 +35,21 @@ extension Interpreter {
     }
 
     func filter(_ name: String, _ value: JinjaValue, _ args: [JinjaValue], _ kwargs: [(String, JinjaValue)]) throws -> JinjaValue {
+        switch name {
+        case "safe":
+            if value.isMarkup { return value }
+            return .opaque(JinjaOpaque(.markup(str(value))))
+        case "escape", "e":
+            if value.isMarkup { return value }
+            return .opaque(JinjaOpaque(.markup(htmlEscape(str(value)))))
+        case "forceescape":
+            return .opaque(JinjaOpaque(.markup(htmlEscape(str(value)))))
+        case "string":
+            return value.isMarkup ? value : .string(str(value))
+        default:
+            break
+        }
+        let value = value.plain, args = args.map(\.plain)
         func bind(_ names: [String]) throws -> BoundArguments { try BoundArguments(name, names, args, kwargs) }
         switch name {
         case "tojson":
@@ -56,10 +71,6 @@ extension Interpreter {
                                              sortKeys: truthy(a["sort_keys"] ?? .bool(false))))
         case "length", "count":
             return .int(try length(value))
-        case "string":
-            return .string(str(value))
-        case "safe":
-            return value
         case "trim":
             let a = try bind(["chars"])
             return .string(pyStrip(str(value), chars: a["chars"].map(str), left: true, right: true))
@@ -94,13 +105,13 @@ extension Interpreter {
         case "items":
             if case .undefined = value { return generator([]) }
             guard case .object(let o) = value else { throw TemplateError("FilterArgumentError: can only get item pairs from a mapping.") }
-            return generator(o.pairs.map { .array([.string($0.0), $0.1]) })
+            return generator(o.valuePairs.map { .array([$0.0, $0.1]) })
         case "dictsort":
             let a = try bind(["case_sensitive", "by", "reverse"])
             guard case .object(let o) = value else { throw typeError("dictsort expects a mapping, got '\(pyTypeName(value))'") }
             let caseSensitive = truthy(a["case_sensitive"] ?? .bool(false))
             let byValue = a["by"].map(str) == "value"
-            let pairs = o.pairs.map { JinjaValue.array([.string($0.0), $0.1]) }
+            let pairs = o.valuePairs.map { JinjaValue.array([$0.0, $0.1]) }
             let sorted = try stableSort(pairs, reverse: truthy(a["reverse"] ?? .bool(false))) { item in
                 guard case .array(let kv) = item else { return item }
                 let k = byValue ? kv[1] : kv[0]
@@ -153,7 +164,7 @@ extension Interpreter {
             }
             return total
         case "map":
-            let items = try iterate(value)
+            let items = truthy(value) ? try iterate(value) : []
             if let attr = kwargs.first(where: { $0.0 == "attribute" })?.1 {
                 let def = kwargs.first(where: { $0.0 == "default" })?.1
                 return generator(try items.map { item in
@@ -166,14 +177,14 @@ extension Interpreter {
             let rest = Array(args.dropFirst())
             return generator(try items.map { try filter(str(f), $0, rest, kwargs) })
         case "select", "reject":
-            let items = try iterate(value)
+            let items = truthy(value) ? try iterate(value) : []
             let want = name == "select"
             return generator(try items.filter { item in
                 if let t = args.first { return try applyTest(str(t), item, Array(args.dropFirst())) == want }
                 return truthy(item) == want
             })
         case "selectattr", "rejectattr":
-            let items = try iterate(value)
+            let items = truthy(value) ? try iterate(value) : []
             guard let attr = args.first else { throw TemplateError("\(name) requires an attribute name") }
             let want = name == "selectattr"
             return generator(try items.filter { item in
@@ -240,8 +251,6 @@ extension Interpreter {
         case "center":
             let a = try bind(["width"])
             return .string(pyCenter(str(value), Int(number(a["width"] ?? .int(80)) ?? 80), " "))
-        case "escape", "e", "forceescape":
-            return .string(htmlEscape(str(value)))
         case "attr":
             guard let n = args.first else { throw TemplateError("attr requires a name") }
             return try getAttribute(value, str(n))
@@ -281,7 +290,7 @@ extension Interpreter {
     }
 
     func length(_ v: JinjaValue) throws -> Int {
-        switch v {
+        switch v.plain {
         case .undefined: return 0
         case .string(let s): return s.unicodeScalars.count
         case .array(let a): return a.count
@@ -347,6 +356,7 @@ extension Interpreter {
     // MARK: tests
 
     func applyTest(_ name: String, _ v: JinjaValue, _ args: [JinjaValue]) throws -> Bool {
+        let v = v.plain, args = args.map(\.plain)
         func arg(_ i: Int) throws -> JinjaValue {
             guard i < args.count else { throw typeError("test '\(name)' is missing an argument") }
             return args[i]

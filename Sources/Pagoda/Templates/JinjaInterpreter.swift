@@ -68,6 +68,7 @@ func pyTypeName(_ v: JinjaValue) -> String {
         case .generator: return "generator"
         case .loop: return "LoopContext"
         case .boundMethod, .unsafeMethod: return "builtin_function_or_method"
+        case .markup: return "Markup"
         }
     }
 }
@@ -205,7 +206,11 @@ final class Interpreter {
             return .array(try items.map { try eval($0, scope) })
         case .dict(let pairs):
             var o = JinjaObject()
-            for (k, v) in pairs { o[keyString(try eval(k, scope))] = try eval(v, scope) }
+            for (k, v) in pairs {
+                let key = try eval(k, scope)
+                guard JinjaObject.key(key) != nil else { throw typeError("unhashable dict key of type '\(pyTypeName(key))'") }
+                o[value: key] = try eval(v, scope)
+            }
             return .object(o)
         case .attribute(let base, let name):
             let b = try eval(base, scope)
@@ -259,9 +264,14 @@ final class Interpreter {
             let l = try eval(a, scope)
             let r = try eval(b, scope)
             if op == "~" { return .string(PyFormat.str(l) + PyFormat.str(r)) }
+            if op == "+" && (l.isMarkup || r.isMarkup), let ls = l.stringValue, let rs = r.stringValue {
+                // Markup.__add__/__radd__ escape the plain operand.
+                let a = l.isMarkup ? ls : htmlEscape(ls), b = r.isMarkup ? rs : htmlEscape(rs)
+                return .opaque(JinjaOpaque(.markup(a + b)))
+            }
             if case .undefined = l { throw undefinedError("\(describe(a)) is undefined") }
             if case .undefined = r { throw undefinedError("\(describe(b)) is undefined") }
-            if op == "%", case .string(let fmt) = l {
+            if op == "%", case .string(let fmt) = l.plain {
                 if case .tuple = b, case .array(let items) = r { return .string(try percentFormat(fmt, items)) }
                 return .string(try percentFormat(fmt, [r]))
             }
@@ -323,6 +333,7 @@ final class Interpreter {
 
     /// `obj.name`: Python attribute first, then item (Jinja's `getattr`).
     func getAttribute(_ v: JinjaValue, _ name: String) throws -> JinjaValue {
+        let v = v.plain
         switch v {
         case .undefined:
             throw undefinedError("attribute '\(name)' of an undefined value")
@@ -350,6 +361,7 @@ final class Interpreter {
 
     /// `obj[key]`: item first, then attribute for string keys (Jinja's `getitem`).
     func getItem(_ v: JinjaValue, _ key: JinjaValue) throws -> JinjaValue {
+        let v = v.plain, key = key.plain
         switch v {
         case .undefined:
             throw undefinedError("item of an undefined value")
@@ -358,7 +370,7 @@ final class Interpreter {
                 if let x = o[k] { return x }
                 return try getAttribute(v, k)
             }
-            return o[keyString(key)] ?? .undefined
+            return o[value: key] ?? .undefined
         case .array(let a):
             if let i = intIndex(key) {
                 let j = i < 0 ? i + a.count : i
@@ -433,7 +445,7 @@ final class Interpreter {
                 return lo > hi ? Array(stride(from: lo, to: hi, by: st)) : []
             }
         }
-        switch v {
+        switch v.plain {
         case .array(let a):
             return .array(try indices(a.count).map { a[$0] })
         case .string(let s):
@@ -501,15 +513,15 @@ final class Interpreter {
         case .string(let s): return !s.isEmpty
         case .array(let a): return !a.isEmpty
         case .object(let o): return !o.isEmpty
-        case .opaque: return true
+        case .opaque(let o): if case .markup(let s) = o.kind { return !s.isEmpty } else { return true }
         }
     }
 
     func iterate(_ v: JinjaValue) throws -> [JinjaValue] {
-        switch v {
+        switch v.plain {
         case .undefined: return []
         case .array(let a): return a
-        case .object(let o): return o.keys.map { .string($0) }
+        case .object(let o): return o.keyValues
         case .string(let s): return s.unicodeScalars.map { .string(String(Character($0))) }
         case .opaque(let op):
             if case .generator(let items) = op.kind { return items }
@@ -529,6 +541,7 @@ final class Interpreter {
     }
 
     func pyEqual(_ a: JinjaValue, _ b: JinjaValue) -> Bool {
+        let a = a.plain, b = b.plain
         if let x = integer(a), let y = integer(b) { return x == y }
         if let x = number(a), let y = number(b) { return x == y }
         switch (a, b) {
@@ -547,6 +560,7 @@ final class Interpreter {
 
     /// Python ordering; throws TypeError for unorderable types.
     func pyCompare(_ a: JinjaValue, _ b: JinjaValue) throws -> Int {
+        let a = a.plain, b = b.plain
         if let x = integer(a), let y = integer(b) { return x < y ? -1 : (x > y ? 1 : 0) }
         if let x = number(a), let y = number(b) { return x < y ? -1 : (x > y ? 1 : 0) }
         switch (a, b) {
@@ -565,6 +579,7 @@ final class Interpreter {
     }
 
     func contains(_ container: JinjaValue, _ item: JinjaValue) throws -> Bool {
+        let container = container.plain, item = item.plain
         switch container {
         case .string(let s):
             guard case .string(let sub) = item else {
@@ -574,7 +589,7 @@ final class Interpreter {
         case .array(let a):
             return a.contains { pyEqual($0, item) }
         case .object(let o):
-            return o[keyString(item)] != nil
+            return o[value: item] != nil
         case .undefined:
             return false
         case .opaque(let op):
@@ -600,6 +615,7 @@ final class Interpreter {
     }
 
     func binaryOp(_ op: String, _ l: JinjaValue, _ r: JinjaValue) throws -> JinjaValue {
+        let l = l.plain, r = r.plain
         let unsupported = typeError("unsupported operand type(s) for \(op): '\(pyTypeName(l))' and '\(pyTypeName(r))'")
         if let x = integer(l), let y = integer(r) {
             switch op {

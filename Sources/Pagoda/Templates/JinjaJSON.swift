@@ -231,6 +231,7 @@ enum PyFormat {
         switch v {
         case .undefined: return ""
         case .string(let s): return s
+        case .opaque(let o): if case .markup(let s) = o.kind { return s } else { return repr(v) }
         default: return repr(v)
         }
     }
@@ -246,7 +247,7 @@ enum PyFormat {
         case .string(let s): return reprString(s)
         case .array(let a): return "[" + a.map(repr).joined(separator: ", ") + "]"
         case .object(let o):
-            return "{" + o.pairs.map { reprString($0.0) + ": " + repr($0.1) }.joined(separator: ", ") + "}"
+            return "{" + o.valuePairs.map { repr($0.0) + ": " + repr($0.1) }.joined(separator: ", ") + "}"
         case .opaque(let op):
             switch op.kind {
             case .namespace:
@@ -257,6 +258,7 @@ enum PyFormat {
             case .loop: return "<LoopContext>"
             case .boundMethod(_, let n): return "<built-in method \(n)>"
             case .unsafeMethod: return ""
+            case .markup(let s): return "Markup(" + reprString(s) + ")"
             }
         }
     }
@@ -309,6 +311,7 @@ enum PyFormat {
         case .undefined:
             throw TemplateError("TypeError: Object of type Undefined is not JSON serializable")
         case .opaque(let op):
+            if case .markup(let s) = op.kind { out += jsonString(s, ensureASCII: ensureASCII); return }
             if case .namespace = op.kind {
                 throw TemplateError("TypeError: Object of type Namespace is not JSON serializable")
             }

@@ -259,6 +259,7 @@ extension Interpreter {
     // MARK: methods
 
     func callMethod(_ receiver: JinjaValue, _ name: String, _ args: [JinjaValue], _ kwargs: [(String, JinjaValue)]) throws -> JinjaValue {
+        let receiver = receiver.plain, args = args.map(\.plain), kwargs = kwargs.map { ($0.0, $0.1.plain) }
         func bind(_ names: [String]) throws -> BoundArguments { try BoundArguments(name, names, args, kwargs) }
         func intArg(_ v: JinjaValue?, _ def: Int) throws -> Int {
             guard let v else { return def }
@@ -414,9 +415,9 @@ extension Interpreter {
             case "get":
                 let a = try bind(["key", "default"])
                 guard let key = a["key"] else { throw typeError("get expected at least 1 argument") }
-                return o[keyString(key)] ?? (a["default"] ?? .none)
-            case "items": return .array(o.pairs.map { .array([.string($0.0), $0.1]) })
-            case "keys": return .array(o.keys.map { .string($0) })
+                return o[value: key] ?? (a["default"] ?? .none)
+            case "items": return .array(o.valuePairs.map { .array([$0.0, $0.1]) })
+            case "keys": return .array(o.keyValues)
             case "values": return .array(o.values)
             case "copy": return receiver
             default: break

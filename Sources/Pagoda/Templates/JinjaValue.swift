@@ -1,9 +1,22 @@
 import Foundation
 
-/// An insertion-ordered string-keyed dictionary, like a Python dict decoded from JSON.
+/// An insertion-ordered dictionary, like a Python dict decoded from JSON. Keys are strings,
+/// except that template dict literals may also use integer keys (`{1024: 512}`).
 public struct JinjaObject: Sendable, Equatable {
-    public private(set) var keys: [String] = []
-    private var storage: [String: JinjaValue] = [:]
+    enum Key: Hashable, Sendable {
+        case string(String)
+        case int(Int)
+
+        var value: JinjaValue {
+            switch self {
+            case .string(let s): return .string(s)
+            case .int(let i): return .int(i)
+            }
+        }
+    }
+
+    private(set) var orderedKeys: [Key] = []
+    private var storage: [Key: JinjaValue] = [:]
 
     public init() {}
 
@@ -11,19 +24,50 @@ public struct JinjaObject: Sendable, Equatable {
         for (k, v) in pairs { self[k] = v }
     }
 
-    public var count: Int { keys.count }
-    public var isEmpty: Bool { keys.isEmpty }
-    public var pairs: [(String, JinjaValue)] { keys.map { ($0, storage[$0]!) } }
-    public var values: [JinjaValue] { keys.map { storage[$0]! } }
+    /// Keys in insertion order (integer keys are given in decimal).
+    public var keys: [String] {
+        orderedKeys.map { k in
+            switch k {
+            case .string(let s): return s
+            case .int(let i): return String(i)
+            }
+        }
+    }
+
+    public var count: Int { orderedKeys.count }
+    public var isEmpty: Bool { orderedKeys.isEmpty }
+    public var pairs: [(String, JinjaValue)] { zip(keys, values).map { ($0, $1) } }
+    public var values: [JinjaValue] { orderedKeys.map { storage[$0]! } }
+    /// Keys as template values (strings or ints) with their values.
+    var valuePairs: [(JinjaValue, JinjaValue)] { orderedKeys.map { ($0.value, storage[$0]!) } }
+    var keyValues: [JinjaValue] { orderedKeys.map(\.value) }
 
     public subscript(key: String) -> JinjaValue? {
-        get { storage[key] }
-        set {
-            if let newValue {
-                if storage.updateValue(newValue, forKey: key) == nil { keys.append(key) }
-            } else if storage.removeValue(forKey: key) != nil {
-                keys.removeAll { $0 == key }
-            }
+        get { storage[.string(key)] }
+        set { set(.string(key), newValue) }
+    }
+
+    /// Python-style lookup by a template value; nil when the key is absent or unhashable here.
+    subscript(value key: JinjaValue) -> JinjaValue? {
+        get { Self.key(key).flatMap { storage[$0] } }
+        set { if let k = Self.key(key) { set(k, newValue) } }
+    }
+
+    static func key(_ v: JinjaValue) -> Key? {
+        switch v {
+        case .string(let s): return .string(s)
+        case .int(let i): return .int(i)
+        case .bool(let b): return .int(b ? 1 : 0)
+        case .double(let d): return d == d.rounded() && abs(d) < 9e18 ? .int(Int(d)) : nil
+        default: return nil
+        }
+    }
+
+    private mutating func set(_ key: Key, _ newValue: JinjaValue?) {
+        if let newValue {
+            if storage.updateValue(newValue, forKey: key) == nil { orderedKeys.append(key) }
+        } else if storage.removeValue(forKey: key) != nil {
+            orderedKeys.removeAll { $0 == key }
         }
     }
 
@@ -132,7 +176,24 @@ extension JinjaValue {
 
     public var isUndefined: Bool { if case .undefined = self { return true } else { return false } }
 
-    public var stringValue: String? { if case .string(let s) = self { return s } else { return nil } }
+    public var stringValue: String? {
+        switch self {
+        case .string(let s): return s
+        case .opaque(let o): if case .markup(let s) = o.kind { return s } else { return nil }
+        default: return nil
+        }
+    }
+
+    /// Markup strings behave as plain strings everywhere except in `+`.
+    var plain: JinjaValue {
+        if case .opaque(let o) = self, case .markup(let s) = o.kind { return .string(s) }
+        return self
+    }
+
+    var isMarkup: Bool {
+        if case .opaque(let o) = self, case .markup = o.kind { return true }
+        return false
+    }
 
     public subscript(key: String) -> JinjaValue? {
         if case .object(let o) = self { return o[key] }
@@ -155,6 +216,8 @@ public final class JinjaOpaque: @unchecked Sendable {
         case loop(LoopState)
         case boundMethod(JinjaValue, String)
         case unsafeMethod(String, String)   // (type name, attribute) - calling raises like the sandbox
+        case markup(String)                 // a string marked safe (`|safe`); `+` escapes plain strings
+
     }
     let kind: Kind
     /// Attributes of a namespace.
