@@ -49,7 +49,7 @@ extension Interpreter {
         default:
             break
         }
-        let value = value.plain, args = args.map(\.plain)
+        let value = value.plain, args = args.map(\.plain), kwargs = kwargs.map { ($0.0, $0.1.plain) }
         func bind(_ names: [String]) throws -> BoundArguments { try BoundArguments(name, names, args, kwargs) }
         switch name {
         case "tojson":
@@ -105,15 +105,15 @@ extension Interpreter {
         case "items":
             if case .undefined = value { return generator([]) }
             guard case .object(let o) = value else { throw TemplateError("FilterArgumentError: can only get item pairs from a mapping.") }
-            return generator(o.valuePairs.map { .array([$0.0, $0.1]) })
+            return generator(o.valuePairs.map { .tuple([$0.0, $0.1]) })
         case "dictsort":
             let a = try bind(["case_sensitive", "by", "reverse"])
             guard case .object(let o) = value else { throw typeError("dictsort expects a mapping, got '\(pyTypeName(value))'") }
             let caseSensitive = truthy(a["case_sensitive"] ?? .bool(false))
             let byValue = a["by"].map(str) == "value"
-            let pairs = o.valuePairs.map { JinjaValue.array([$0.0, $0.1]) }
+            let pairs = o.valuePairs.map { JinjaValue.tuple([$0.0, $0.1]) }
             let sorted = try stableSort(pairs, reverse: truthy(a["reverse"] ?? .bool(false))) { item in
-                guard case .array(let kv) = item else { return item }
+                guard case .array(let kv) = item.plain else { return item }
                 let k = byValue ? kv[1] : kv[0]
                 return caseSensitive ? k : self.lowercasedIfString(k)
             }

@@ -69,6 +69,7 @@ func pyTypeName(_ v: JinjaValue) -> String {
         case .loop: return "LoopContext"
         case .boundMethod, .unsafeMethod: return "builtin_function_or_method"
         case .markup: return "Markup"
+        case .tuple: return "tuple"
         }
     }
 }
@@ -202,8 +203,10 @@ final class Interpreter {
             return v
         case .name(let n):
             return scope.lookup(n) ?? .undefined
-        case .list(let items), .tuple(let items):
+        case .list(let items):
             return .array(try items.map { try eval($0, scope) })
+        case .tuple(let items):
+            return .tuple(try items.map { try eval($0, scope) })
         case .dict(let pairs):
             var o = JinjaObject()
             for (k, v) in pairs {
@@ -272,7 +275,7 @@ final class Interpreter {
             if case .undefined = l { throw undefinedError("\(describe(a)) is undefined") }
             if case .undefined = r { throw undefinedError("\(describe(b)) is undefined") }
             if op == "%", case .string(let fmt) = l.plain {
-                if case .tuple = b, case .array(let items) = r { return .string(try percentFormat(fmt, items)) }
+                if case .tuple = b, case .array(let items) = r.plain { return .string(try percentFormat(fmt, items)) }
                 return .string(try percentFormat(fmt, [r]))
             }
             return try binaryOp(op, l, r)
@@ -513,7 +516,12 @@ final class Interpreter {
         case .string(let s): return !s.isEmpty
         case .array(let a): return !a.isEmpty
         case .object(let o): return !o.isEmpty
-        case .opaque(let o): if case .markup(let s) = o.kind { return !s.isEmpty } else { return true }
+        case .opaque(let o):
+            switch o.kind {
+            case .markup(let s): return !s.isEmpty
+            case .tuple(let items): return !items.isEmpty
+            default: return true
+            }
         }
     }
 

@@ -259,6 +259,8 @@ enum PyFormat {
             case .boundMethod(_, let n): return "<built-in method \(n)>"
             case .unsafeMethod: return ""
             case .markup(let s): return "Markup(" + reprString(s) + ")"
+            case .tuple(let items):
+                return items.count == 1 ? "(" + repr(items[0]) + ",)" : "(" + items.map(repr).joined(separator: ", ") + ")"
             }
         }
     }
@@ -312,6 +314,11 @@ enum PyFormat {
             throw TemplateError("TypeError: Object of type Undefined is not JSON serializable")
         case .opaque(let op):
             if case .markup(let s) = op.kind { out += jsonString(s, ensureASCII: ensureASCII); return }
+            if case .tuple = op.kind {
+                try writeJSON(v.plain, into: &out, ensureASCII: ensureASCII, indent: indent, level: level,
+                              itemSep: itemSep, keySep: keySep, sortKeys: sortKeys)
+                return
+            }
             if case .namespace = op.kind {
                 throw TemplateError("TypeError: Object of type Namespace is not JSON serializable")
             }

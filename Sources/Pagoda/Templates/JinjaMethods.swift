@@ -416,7 +416,7 @@ extension Interpreter {
                 let a = try bind(["key", "default"])
                 guard let key = a["key"] else { throw typeError("get expected at least 1 argument") }
                 return o[value: key] ?? (a["default"] ?? .none)
-            case "items": return .array(o.valuePairs.map { .array([$0.0, $0.1]) })
+            case "items": return .array(o.valuePairs.map { .tuple([$0.0, $0.1]) })
             case "keys": return .array(o.keyValues)
             case "values": return .array(o.values)
             case "copy": return receiver

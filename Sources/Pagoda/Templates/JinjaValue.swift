@@ -184,11 +184,17 @@ extension JinjaValue {
         }
     }
 
-    /// Markup strings behave as plain strings everywhere except in `+`.
+    /// Markup strings behave as plain strings everywhere except in `+`; tuples behave as lists
+    /// everywhere except when printed.
     var plain: JinjaValue {
-        if case .opaque(let o) = self, case .markup(let s) = o.kind { return .string(s) }
+        if case .opaque(let o) = self {
+            if case .markup(let s) = o.kind { return .string(s) }
+            if case .tuple(let items) = o.kind { return .array(items) }
+        }
         return self
     }
+
+    static func tuple(_ items: [JinjaValue]) -> JinjaValue { .opaque(JinjaOpaque(.tuple(items))) }
 
     var isMarkup: Bool {
         if case .opaque(let o) = self, case .markup = o.kind { return true }
@@ -217,6 +223,7 @@ public final class JinjaOpaque: @unchecked Sendable {
         case boundMethod(JinjaValue, String)
         case unsafeMethod(String, String)   // (type name, attribute) - calling raises like the sandbox
         case markup(String)                 // a string marked safe (`|safe`); `+` escapes plain strings
+        case tuple([JinjaValue])            // a Python tuple: behaves as a list except when printed
 
     }
     let kind: Kind
