@@ -30,7 +30,7 @@ public struct TemplateError: Error, CustomStringConvertible, Sendable {
     }
 }
 
-enum TokenKind: Equatable {
+enum JinjaTokenKind: Equatable {
     case text(String)
     case varBegin, varEnd, blockBegin, blockEnd
     case name(String)
@@ -42,7 +42,7 @@ enum TokenKind: Equatable {
 }
 
 struct Token {
-    var kind: TokenKind
+    var kind: JinjaTokenKind
     var line: Int
     var column: Int
 }
@@ -76,7 +76,7 @@ struct JinjaLexer {
         return TemplateError(msg, kind: .syntax, line: l, column: c)
     }
 
-    private mutating func emit(_ kind: TokenKind, at offset: Int) {
+    private mutating func emit(_ kind: JinjaTokenKind, at offset: Int) {
         let (l, c) = location(offset)
         tokens.append(Token(kind: kind, line: l, column: c))
     }

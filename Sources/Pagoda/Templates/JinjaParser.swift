@@ -18,7 +18,7 @@ struct JinjaParser {
         return TemplateError(msg, kind: .syntax, line: t.line, column: t.column)
     }
 
-    private func describe(_ k: TokenKind) -> String {
+    private func describe(_ k: JinjaTokenKind) -> String {
         switch k {
         case .text: return "template text"
         case .varBegin: return "'{{'"
