@@ -276,7 +276,7 @@ extension Interpreter {
         case "striptags":
             return .string(str(value).replacingOccurrences(of: "<[^>]*>", with: "", options: .regularExpression))
         default:
-            throw TemplateError("TemplateAssertionError: No filter named '\(name)'.")
+            throw TemplateError("TemplateRuntimeError: No filter named '\(name)' found.")
         }
     }
 

@@ -497,7 +497,7 @@ final class Interpreter {
                 s.vars[name] = .undefined
             }
         }
-        s.vars["varargs"] = .array(args.count > def.parameters.count ? Array(args[def.parameters.count...]) : [])
+        s.vars["varargs"] = .tuple(args.count > def.parameters.count ? Array(args[def.parameters.count...]) : [])
         s.vars["kwargs"] = .object(kw)
         if let caller { s.vars["caller"] = caller }
         var buf = ""
@@ -549,6 +549,7 @@ final class Interpreter {
     }
 
     func pyEqual(_ a: JinjaValue, _ b: JinjaValue) -> Bool {
+        if isTuple(a) != isTuple(b), case .array = a.plain, case .array = b.plain { return false }  // (1,) != [1]
         let a = a.plain, b = b.plain
         if let x = integer(a), let y = integer(b) { return x == y }
         if let x = number(a), let y = number(b) { return x == y }
@@ -564,6 +565,11 @@ final class Interpreter {
         default:
             return a == b
         }
+    }
+
+    private func isTuple(_ v: JinjaValue) -> Bool {
+        if case .opaque(let o) = v, case .tuple = o.kind { return true }
+        return false
     }
 
     /// Python ordering; throws TypeError for unorderable types.

@@ -78,9 +78,11 @@ struct JinjaParser {
             switch t.kind {
             case .eof:
                 if until.isEmpty { return (nodes, nil) }
-                let wanted = until.sorted().map { "'\($0)'" }.joined(separator: " or ")
-                let where_ = opener.map { " (block opened at line \($0.line))" } ?? ""
-                throw error("unexpected end of template; looking for \(wanted)\(where_)", opener ?? t)
+                let closing = until.first { $0.hasPrefix("end") } ?? until.sorted()[0]
+                let block = String(closing.dropFirst(3))
+                let where_ = opener.map { " opened at line \($0.line)" } ?? ""
+                throw error("unclosed '\(block)' block\(where_): reached the end of the template "
+                    + "without finding {% \(closing) %}", opener ?? t)
             case .text(let s):
                 nodes.append(.text(s))
                 advance()
@@ -216,6 +218,9 @@ struct JinjaParser {
             try expectBlockEnd()
             return .continueLoop(line: line)
         default:
+            if tag.hasPrefix("end") || tag == "elif" || tag == "else" {
+                throw error("unexpected {% \(tag) %}: no open block expects it here", opener)
+            }
             throw error("encountered unknown tag '\(tag)'", opener)
         }
     }
