@@ -1,0 +1,66 @@
+import Foundation
+import XCTest
+
+/// A server started with --api-key: authentication, and the OpenAI Python client's conformance script.
+final class APIKeyAndConformanceTests: XCTestCase {
+    static let key = "test-key-\(UInt32.random(in: 0...UInt32.max))"
+    nonisolated(unsafe) static var server: ServerProcess?
+    nonisolated(unsafe) static var startError: Error?
+
+    override class func setUp() {
+        super.setUp()
+        do { server = try ServerProcess(extraArgs: ["--api-key", key]) } catch { startError = error }
+    }
+
+    override class func tearDown() {
+        if let s = server { XCTAssertEqual(s.stop(), 0) }
+        server = nil
+        super.tearDown()
+    }
+
+    var base: String {
+        get throws {
+            if let e = Self.startError { throw e }
+            return Self.server!.baseURL
+        }
+    }
+
+    func testAPIKey() async throws {
+        let base = try self.base
+        let health = try await HTTP.send(base + "/health")
+        XCTAssertEqual(health.status, 200, "/health needs no key")
+        for path in ["/v1/models", "/metrics", "/version"] {
+            let none = try await HTTP.send(base + path)
+            XCTAssertEqual(none.status, 401, path)
+            let wrong = try await HTTP.send(base + path, apiKey: "wrong")
+            XCTAssertEqual(wrong.status, 401, path)
+            let err = wrong.json["error"] as? [String: Any]
+            XCTAssertEqual(err?["type"] as? String, "authentication_error")
+            let right = try await HTTP.send(base + path, apiKey: Self.key)
+            XCTAssertEqual(right.status, 200, path)
+        }
+        let post = try await HTTP.post(base + "/v1/completions", ["prompt": "hi", "max_tokens": 2], apiKey: "nope")
+        XCTAssertEqual(post.status, 401)
+    }
+
+    func testOpenAIPythonClientConformance() throws {
+        let base = try self.base
+        let root = ServerProcess.repoRoot
+        let python = root.appendingPathComponent(".venv-test/bin/python").path
+        guard FileManager.default.isExecutableFile(atPath: python) else {
+            throw XCTSkip(".venv-test is missing: run scripts/setup-test-env")
+        }
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: python)
+        p.arguments = [root.appendingPathComponent("Tests/Scripts/openai_conformance.py").path, base, Self.key]
+        let out = Pipe()
+        p.standardOutput = out
+        p.standardError = out
+        try p.run()
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        let text = String(decoding: data, as: UTF8.self)
+        print(text)
+        XCTAssertEqual(p.terminationStatus, 0, "openai_conformance.py failed:\n\(text)")
+    }
+}
