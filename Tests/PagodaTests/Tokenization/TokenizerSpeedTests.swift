@@ -4,6 +4,14 @@ import XCTest
 
 /// Rough speed checks: long inputs must not take quadratic time. Prints throughput.
 final class TokenizerSpeedTests: XCTestCase {
+    #if DEBUG
+    static let textBytes = 60_000
+    static let wordRepeats = 1000
+    #else
+    static let textBytes = 400_000
+    static let wordRepeats = 5000
+    #endif
+
     func longText() throws -> String {
         var parts: [String] = []
         for r in try TokTestPaths.jsonLines(TokTestPaths.golden.appendingPathComponent("hf/greedy.jsonl")) {
@@ -11,7 +19,7 @@ final class TokenizerSpeedTests: XCTestCase {
         }
         parts += TokenizerStreamingTests.extraStrings
         var s = ""
-        while s.utf8.count < 400_000 { s += parts.joined(separator: "\n") + " 12345 <|im_end|> " }
+        while s.utf8.count < Self.textBytes { s += parts.joined(separator: "\n") + " 12345 <|im_end|> " }
         return s
     }
 
@@ -36,12 +44,12 @@ final class TokenizerSpeedTests: XCTestCase {
             print(String(format: "%@: %.2f MB → %d tokens; encode %.3f s cold, %.3f s warm (%.1f MB/s); decode %.3f s",
                          name, mb, ids.count, cold, warm, mb / warm, dec))
             // One long word and one long run of spaces: no quadratic blow-up.
-            let word = String(repeating: "abcdefghij", count: 5000)
+            let word = String(repeating: "abcdefghij", count: Self.wordRepeats)
             let (w, tw) = timed { t.encode(word) }
-            let (sp, ts) = timed { t.encode(String(repeating: " ", count: 50000) + "x") }
+            let (sp, ts) = timed { t.encode(String(repeating: " ", count: Self.wordRepeats * 10) + "x") }
             XCTAssertFalse(w.isEmpty)
             XCTAssertFalse(sp.isEmpty)
-            print(String(format: "%@: 50k-letter word %.3f s, 50k spaces %.3f s", name, tw, ts))
+            print(String(format: "%@: long word %.3f s, long space run %.3f s", name, tw, ts))
         }
     }
 }
