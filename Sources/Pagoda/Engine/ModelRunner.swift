@@ -37,8 +37,9 @@ public final class ModelRunner {
             sequences.append(AttentionSequence(tokenStart: base, tokenCount: s.numNewTokens, startPosition: start,
                                                blockTable: kv.blocks(of: r.key).map(Int32.init)))
             var info = SequenceLogits()
-            if r.params.promptLogprobs != nil {
-                for p in start..<min(start + s.numNewTokens, r.promptTokenIds.count - 1) where p + 1 >= r.promptLogprobs.count {
+            let promptEnd = min(start + s.numNewTokens, r.promptTokenIds.count - 1)
+            if r.params.promptLogprobs != nil && start < promptEnd {
+                for p in start..<promptEnd where p + 1 >= r.promptLogprobs.count {
                     info.promptRows.append((p, logitRows.count))
                     logitRows.append(base + p - start)
                 }
