@@ -32,3 +32,14 @@ public final class KVCacheStorage: @unchecked Sendable {
     public var bytesPerBlock: Int { 2 * layerCount * blockSize * kvHeads * headDim * MemoryLayout<Float>.size }
     public var totalBytes: Int { bytesPerBlock * blockCount }
 }
+
+extension KVCacheStorage {
+    /// Copies block `src` into block `dst` in every layer (copy-on-write).
+    public func copyBlock(from src: Int, to dst: Int) {
+        let n = blockSize * kvHeads * headDim
+        for layer in layers {
+            (layer.keys + dst * n).update(from: layer.keys + src * n, count: n)
+            (layer.values + dst * n).update(from: layer.values + src * n, count: n)
+        }
+    }
+}

@@ -145,7 +145,7 @@ public final class Tokenizer: Sendable {
         let rep = String(c.spaceReplacement)
         for (i, t) in c.tokens.enumerated() {
             let kind = c.kinds[i]
-            let special = kind == .control || c.specialIds.contains(i)
+            let special = kind == .control || kind == .unknown || c.specialIds.contains(i)
             skip.append(special)
             if kind == .control || kind == .userDefined || kind == .unknown || c.specialIds.contains(i) {
                 switch c.model {
@@ -219,6 +219,7 @@ public final class Tokenizer: Sendable {
         id >= 0 && id < pieces.count ? pieces[id] : []
     }
 
+    /// Control, unknown and Hugging Face special added tokens (what decode(skipSpecialTokens: true) drops).
     public func isSpecial(_ id: Int) -> Bool {
         id >= 0 && id < skippable.count && skippable[id]
     }

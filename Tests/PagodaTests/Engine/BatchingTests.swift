@@ -1,0 +1,55 @@
+import Foundation
+import XCTest
+@testable import Pagoda
+
+/// Continuous batching must not change any request's result.
+final class BatchingTests: XCTestCase {
+    /// 32 requests of 1 to 1,000 prompt tokens, chunked prefill with a small token budget: each gives exactly
+    /// the tokens and bitwise the logprobs it gives alone.
+    func testBatchedEqualsAloneWithChunkedPrefill() throws {
+        let model = EngineFixtures.smol
+        var lengths = [1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144, 233, 377, 610, 1000]
+        while lengths.count < 32 { lengths.append(1 + (lengths.count * 37) % 120) }
+        let prompts = lengths.enumerated().map { EngineFixtures.prompt(length: $1, seed: UInt64($0)) }
+        let params = EngineFixtures.greedy(6, logprobs: 3)
+        let batched = try EngineFixtures.llm(model, EngineFixtures.config(blocks: 1024, budget: 256)).generate(promptTokenIds: prompts, params)
+        let alone = EngineFixtures.llm(model, EngineFixtures.config(blocks: 1024, prefixCaching: false))
+        for (i, p) in prompts.enumerated() {
+            let a = try alone.generate(promptTokenIds: [p], params)[0].outputs[0]
+            let b = batched[i].outputs[0]
+            XCTAssertEqual(b.tokenIds, a.tokenIds, "prompt \(i) (\(p.count) tokens): tokens differ")
+            XCTAssertEqual(b.logprobs, a.logprobs, "prompt \(i) (\(p.count) tokens): logprobs are not bitwise equal")
+        }
+    }
+
+    /// A KV pool too small for all requests at once: preemption happens, and every output is unchanged.
+    func testPreemptionKeepsOutputs() throws {
+        let model = EngineFixtures.tiny
+        let prompts = (0..<8).map { EngineFixtures.prompt(length: 40 + 7 * $0, seed: 100 + UInt64($0)) }
+        var params = EngineFixtures.greedy(48, logprobs: 2)
+        params.ignoreEOS = true
+        let free = try EngineFixtures.llm(model, EngineFixtures.config(blocks: 512)).generate(promptTokenIds: prompts, params)
+        let tightLLM = EngineFixtures.llm(model, EngineFixtures.config(blocks: 24, budget: 64))
+        let tight = try tightLLM.generate(promptTokenIds: prompts, params)
+        XCTAssertGreaterThan(tightLLM.engine.scheduler.numPreemptions, 0, "the small pool should force preemption")
+        for i in prompts.indices {
+            XCTAssertEqual(tight[i].outputs[0].tokenIds, free[i].outputs[0].tokenIds, "prompt \(i)")
+            XCTAssertEqual(tight[i].outputs[0].logprobs, free[i].outputs[0].logprobs, "prompt \(i)")
+            XCTAssertEqual(tight[i].outputs[0].tokenIds.count, 48)
+        }
+        let pool = tightLLM.engine.scheduler.kv.pool
+        XCTAssertEqual(pool.usedCount, 0)
+        XCTAssertNil(pool.checkInvariants())
+    }
+
+    /// Priorities: with room for one sequence at a time, the higher-priority (lower value) request runs first.
+    func testPriorityOrdersAdmission() throws {
+        let model = EngineFixtures.tiny
+        let llm = EngineFixtures.llm(model, EngineFixtures.config(maxSeqs: 1))
+        let prompts = (0..<3).map { EngineFixtures.prompt(length: 10, seed: 300 + UInt64($0)) }
+        let res = try llm.generate(promptTokenIds: prompts, EngineFixtures.greedy(4), priorities: [5, 0, 1])
+        let firstTokens = res.map { $0.metrics[0].firstToken! }
+        XCTAssertLessThan(firstTokens[1], firstTokens[2])
+        XCTAssertLessThan(firstTokens[2], firstTokens[0])
+    }
+}
