@@ -49,7 +49,9 @@ public struct APIError: Error, Sendable {
             case .invalid(let param, let message): return .invalid(message, param: param)
             case .queueFull: return .queueFull()
             case .tooLong:
-                return .invalid("\(e)", param: "messages", code: "context_length_exceeded")
+                return .invalid(e.description, param: "prompt", code: "context_length_exceeded")
+            case .duplicateId:
+                return APIError(status: .conflict, message: e.description, type: "invalid_request_error")
             }
         }
         return APIError(status: .internalServerError, message: "\(error)", type: "internal_error")

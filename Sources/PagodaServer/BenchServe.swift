@@ -119,12 +119,13 @@ public enum BenchServe {
         var delays: [Double] = []
         if let rate = o.requestRate, rate > 0, rate.isFinite {
             var t = 0.0
-            for _ in prompts { delays.append(t); t += -log(max(1e-12, 1 - rng.uniform())) / rate }
+            for _ in prompts { delays.append(t); t += -Foundation.log(max(1e-12, 1 - rng.uniform())) / rate }
         }
         log("Benchmarking \(prompts.count) prompts of \(o.randomInputLen) tokens (shared prefix \(shared.count)), \(o.randomOutputLen) output tokens, "
             + (o.requestRate.map { "request rate \($0)/s" } ?? "max concurrency \(o.maxConcurrency ?? prompts.count)"))
         let limit = max(1, o.maxConcurrency ?? prompts.count)
         let start = ContinuousClock.now
+        let modelName = model, apiKey = o.apiKey, outLen = o.randomOutputLen
         let results = await withTaskGroup(of: BenchRequestResult.self) { group in
             var out: [BenchRequestResult] = []
             var inFlight = 0
@@ -134,7 +135,7 @@ public enum BenchServe {
                     let wait = delays[i] - Self.seconds(ContinuousClock.now - start)
                     if wait > 0 { try? await Task.sleep(for: .milliseconds(Int(wait * 1000))) }
                 }
-                group.addTask { await one(client: client, base: base, model: model, apiKey: o.apiKey, prompt: p, maxTokens: o.randomOutputLen) }
+                group.addTask { await one(client: client, base: base, model: modelName, apiKey: apiKey, prompt: p, maxTokens: outLen) }
                 inFlight += 1
             }
             for await r in group { out.append(r) }

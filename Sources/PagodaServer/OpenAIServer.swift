@@ -344,7 +344,14 @@ public final class OpenAIService: Sendable {
                 finished[i][o.index] = true
                 remaining -= 1
                 metrics.requestFinished(reason: reason.rawValue)
-                if !finished[i].contains(false) { metrics.recordE2E(now - start) }
+                if !finished[i].contains(false) {
+                    if let m = o.metrics {
+                        metrics.recordE2E(m.finished - m.arrival)
+                        if let s = m.firstScheduled { metrics.recordQueue(s - m.arrival) }
+                    } else {
+                        metrics.recordE2E(now - start)
+                    }
+                }
             }
             if remaining == 0 { break }
             try Task.checkCancellation()

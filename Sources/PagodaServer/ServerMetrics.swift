@@ -1,16 +1,21 @@
 import CoreMetrics
 import Foundation
 import Metrics
+import Pagoda
 import Prometheus
+
+typealias MGauge = CoreMetrics.Gauge
+typealias MCounter = CoreMetrics.Counter
+typealias MTimer = CoreMetrics.Timer
 
 /// vLLM's metrics under the `pagoda:` prefix, kept in a Prometheus registry behind swift-metrics.
 public final class ServerMetrics: Sendable {
     public let registry: PrometheusCollectorRegistry
     let factory: PrometheusMetricsFactory
 
-    let running, waiting, kvUsage: Gauge
-    let prefixQueries, prefixHits, preemptions, promptTokens, generationTokens: Counter
-    let ttft, itl, e2e, queueTime: Timer
+    let running, waiting, kvUsage: MGauge
+    let prefixQueries, prefixHits, preemptions, promptTokens, generationTokens: MCounter
+    let ttft, itl, e2e, queueTime: MTimer
     private let last = Locked<[String: Int]>([:])
 
     static let latencyBuckets: [Duration] = [0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0,
@@ -30,23 +35,23 @@ public final class ServerMetrics: Sendable {
         ]
         factory = f
         if bootstrap { MetricsSystem.bootstrap(f) }
-        running = Gauge(label: "pagoda:num_requests_running", factory: f)
-        waiting = Gauge(label: "pagoda:num_requests_waiting", factory: f)
-        kvUsage = Gauge(label: "pagoda:kv_cache_usage_perc", factory: f)
-        prefixQueries = Counter(label: "pagoda:prefix_cache_queries_total", factory: f)
-        prefixHits = Counter(label: "pagoda:prefix_cache_hits_total", factory: f)
-        preemptions = Counter(label: "pagoda:num_preemptions_total", factory: f)
-        promptTokens = Counter(label: "pagoda:prompt_tokens_total", factory: f)
-        generationTokens = Counter(label: "pagoda:generation_tokens_total", factory: f)
-        ttft = Timer(label: "pagoda:time_to_first_token_seconds", factory: f)
-        itl = Timer(label: "pagoda:inter_token_latency_seconds", factory: f)
-        e2e = Timer(label: "pagoda:e2e_request_latency_seconds", factory: f)
-        queueTime = Timer(label: "pagoda:request_queue_time_seconds", factory: f)
+        running = MGauge(label: "pagoda:num_requests_running", factory: f)
+        waiting = MGauge(label: "pagoda:num_requests_waiting", factory: f)
+        kvUsage = MGauge(label: "pagoda:kv_cache_usage_perc", factory: f)
+        prefixQueries = MCounter(label: "pagoda:prefix_cache_queries_total", factory: f)
+        prefixHits = MCounter(label: "pagoda:prefix_cache_hits_total", factory: f)
+        preemptions = MCounter(label: "pagoda:num_preemptions_total", factory: f)
+        promptTokens = MCounter(label: "pagoda:prompt_tokens_total", factory: f)
+        generationTokens = MCounter(label: "pagoda:generation_tokens_total", factory: f)
+        ttft = MTimer(label: "pagoda:time_to_first_token_seconds", factory: f)
+        itl = MTimer(label: "pagoda:inter_token_latency_seconds", factory: f)
+        e2e = MTimer(label: "pagoda:e2e_request_latency_seconds", factory: f)
+        queueTime = MTimer(label: "pagoda:request_queue_time_seconds", factory: f)
         for reason in ["stop", "length", "abort"] { _ = success(reason) }
     }
 
-    func success(_ reason: String) -> Counter {
-        Counter(label: "pagoda:request_success_total", dimensions: [("finished_reason", reason)], factory: factory)
+    func success(_ reason: String) -> MCounter {
+        MCounter(label: "pagoda:request_success_total", dimensions: [("finished_reason", reason)], factory: factory)
     }
 
     func requestFinished(reason: String) { success(reason).increment() }
@@ -62,7 +67,7 @@ public final class ServerMetrics: Sendable {
         running.record(stats.numRunning)
         waiting.record(stats.numWaiting)
         kvUsage.record(stats.kvCacheUsage)
-        let totals: [(String, Int, Counter)] = [
+        let totals: [(String, Int, MCounter)] = [
             ("pq", stats.prefixCacheQueries, prefixQueries), ("ph", stats.prefixCacheHits, prefixHits),
             ("pre", stats.numPreemptions, preemptions), ("pt", stats.promptTokensTotal, promptTokens),
             ("gt", stats.generationTokensTotal, generationTokens),

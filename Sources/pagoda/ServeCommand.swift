@@ -29,9 +29,9 @@ struct ServeCommand: AsyncParsableCommand {
         let mult: Double
         var num = Substring(t)
         switch t.last {
-        case "K": mult = 1 << 10; num = num.dropLast()
-        case "M": mult = 1 << 20; num = num.dropLast()
-        case "G": mult = 1 << 30; num = num.dropLast()
+        case "K": mult = 1024; num = num.dropLast()
+        case "M": mult = 1048576; num = num.dropLast()
+        case "G": mult = 1073741824; num = num.dropLast()
         default: mult = 1
         }
         guard let v = Double(num), v > 0 else { throw ValidationError("--kv-cache-memory: '\(s)' is not a size") }
@@ -77,8 +77,7 @@ struct ServeCommand: AsyncParsableCommand {
         let metrics = ServerMetrics(bootstrap: true)
         logger.info("model '\(options.servedModelName)' loaded; max_model_len \(engine.maxModelLen)")
         try await runServer(engine: engine, options: options, metrics: metrics, logger: logger) { url in
-            print("Serving on \(url)")
-            fflush(stdout)
+            FileHandle.standardOutput.write(Data("Serving on \(url)\n".utf8))
         }
         logger.info("shut down")
     }
