@@ -2,10 +2,6 @@ import ArgumentParser
 import Foundation
 import PagodaServer
 
-struct BenchCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "bench", abstract: "Benchmarks.", subcommands: [BenchServeCommand.self])
-}
-
 struct BenchServeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "serve", abstract: "Load a running server with streamed completions and report throughput and latency (like `vllm bench serve`).")
