@@ -2,6 +2,8 @@ import ArgumentParser
 import Pagoda
 
 @main
-struct PagodaCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "pagoda", abstract: "Pagoda: an LLM inference engine in Swift.")
+struct PagodaCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "pagoda", abstract: "Pagoda: an LLM inference engine in Swift.",
+        subcommands: [GenerateCommand.self, TokenizeCommand.self, TemplateCommand.self, BenchCommand.self])
 }
