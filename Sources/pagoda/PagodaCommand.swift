@@ -5,5 +5,5 @@ import Pagoda
 struct PagodaCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pagoda", abstract: "Pagoda: an LLM inference engine in Swift.",
-        subcommands: [ServeCommand.self, BenchCommand.self])
+        subcommands: [ServeCommand.self, GenerateCommand.self, TokenizeCommand.self, TemplateCommand.self, BenchCommand.self])
 }

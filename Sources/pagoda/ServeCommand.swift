@@ -8,7 +8,7 @@ struct ServeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "serve", abstract: "Serve a model over an OpenAI-compatible HTTP API.")
 
-    @Option(help: "GGUF file or Hugging Face folder.") var model = "models/SmolLM2-135M-Instruct.Q4_1.gguf"
+    @Option(help: "GGUF file or Hugging Face folder.") var model = defaultModelPath
     @Option(help: "Address to listen on.") var host = "127.0.0.1"
     @Option(help: "Port to listen on (0: any free port).") var port = 8000
     @Option(help: "Model name in the API (default: the model file's name).") var servedModelName: String?
