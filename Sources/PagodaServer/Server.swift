@@ -71,6 +71,11 @@ public func runServer(engine: any InferenceEngine, options: ServerOptions, metri
     config.maximumGracefulShutdownDuration = .milliseconds(Int64(options.gracePeriod * 1000))
     config.maximumCancellationDuration = .seconds(5)
     let group = ServiceGroup(configuration: config)
-    try await group.run()
+    do {
+        try await group.run()
+    } catch let e as ServiceGroupError {
+        // A shutdown that had to cancel requests still ends the process normally.
+        logger.warning("shutdown: \(e)")
+    }
     engine.shutdown()
 }
