@@ -192,7 +192,7 @@ final class ServerEndToEndTests: XCTestCase {
     func testConcurrentStreamsMatchSoloRuns() async throws {
         let base = try self.base
         let prompts = (0..<8).map { "Item \($0): a short fact about the number \($0 * 7 + 3) is" }
-        func body(_ p: String, stream: Bool) -> [String: Any] {
+        @Sendable func body(_ p: String, stream: Bool) -> [String: Any] {
             ["model": "smollm2", "prompt": p, "max_tokens": 12, "temperature": 0, "stream": stream]
         }
         var solo: [String] = []
@@ -214,11 +214,13 @@ final class ServerEndToEndTests: XCTestCase {
 
     func testDisconnectedStreamsAreAborted() async throws {
         let base = try self.base
-        let body: [String: Any] = ["model": "smollm2", "prompt": "Write a very long essay about the sea.", "max_tokens": 1500,
-                                   "ignore_eos": true, "stream": true]
         try await withThrowingTaskGroup(of: Void.self) { group in
             for _ in 0..<20 {
-                group.addTask { _ = try await HTTP.stream(base + "/v1/completions", body, stopAfter: 2) }
+                group.addTask {
+                    let body: [String: Any] = ["model": "smollm2", "prompt": "Write a very long essay about the sea.", "max_tokens": 1500,
+                                               "ignore_eos": true, "stream": true]
+                    _ = try await HTTP.stream(base + "/v1/completions", body, stopAfter: 2)
+                }
             }
             try await group.waitForAll()
         }

@@ -1,6 +1,7 @@
 import AsyncHTTPClient
 import Foundation
 import NIOCore
+import NIOHTTP1
 import XCTest
 
 /// A `pagoda serve` process on a free loopback port, for end-to-end tests.
@@ -49,7 +50,7 @@ final class ServerProcess: @unchecked Sendable {
         }
         logURL = FileManager.default.temporaryDirectory.appendingPathComponent("pagoda-serve-\(UUID().uuidString).log")
         FileManager.default.createFile(atPath: logURL.path, contents: nil)
-        let log = try FileHandle(forWritingTo: logURL)
+        let logHandle = try FileHandle(forWritingTo: logURL)
         process.executableURL = URL(fileURLWithPath: try Self.binary())
         process.arguments = ["serve", "--model", Self.modelPath, "--host", "127.0.0.1", "--port", "0",
                              "--served-model-name", "smollm2", "--max-model-len", "2048", "--shutdown-grace-period", "5"] + extraArgs
@@ -57,8 +58,8 @@ final class ServerProcess: @unchecked Sendable {
         env["PAGODA_API_KEY"] = nil
         for (k, v) in environment { env[k] = v }
         process.environment = env
-        process.standardOutput = log
-        process.standardError = log
+        process.standardOutput = logHandle
+        process.standardError = logHandle
         try process.run()
         let deadline = Date().addingTimeInterval(120)
         while Date() < deadline {
