@@ -134,7 +134,7 @@ final class ServerEndToEndTests: XCTestCase {
     // MARK: Streaming
 
     func testStreamingEqualsNonStreamed() async throws {
-        let body: [String: Any] = ["model": "smollm2", "prompt": "Once upon a time", "max_tokens": 24, "temperature": 0.9, "seed": 1234]
+        let body: [String: Any] = ["model": "smollm2", "prompt": "Once upon a time", "max_tokens": 16, "temperature": 0.9, "seed": 1234]
         let plain = try await completion(body)
         var sb = body
         sb["stream"] = true
@@ -152,7 +152,7 @@ final class ServerEndToEndTests: XCTestCase {
 
         // Chat: same for the chat endpoint; the first chunk carries the role.
         let chat: [String: Any] = ["model": "smollm2", "messages": [["role": "user", "content": "Tell me a story."]],
-                                   "max_tokens": 24, "temperature": 0.9, "seed": 99]
+                                   "max_tokens": 16, "temperature": 0.9, "seed": 99]
         let cp = try await HTTP.post(try base + "/v1/chat/completions", chat)
         let ctext = (((cp.json["choices"] as? [[String: Any]])?.first?["message"] as? [String: Any])?["content"] as? String)
         var cs = chat
@@ -168,10 +168,10 @@ final class ServerEndToEndTests: XCTestCase {
 
     func testDeltasNeverSplitMultibyteCharacters() async throws {
         // Prompts that push the model into emoji and CJK text, whose characters span several byte-level tokens.
-        let prompts = ["🎉🎉🎉🎉🎉🎉🎉🎉🎉🎉🎉🎉", "日本語の文章：こんにちは、世界。今日は", "Ünïcödé: äöü ß € 😀 😃 😄 😁"]
+        let prompts = ["🎉🎉🎉🎉🎉🎉🎉🎉🎉🎉🎉🎉", "日本語の文章：こんにちは、世界。今日は"]
         var sawMultibyte = false
         for p in prompts {
-            let body: [String: Any] = ["model": "smollm2", "prompt": p, "max_tokens": 24, "temperature": 0, "stream": true]
+            let body: [String: Any] = ["model": "smollm2", "prompt": p, "max_tokens": 16, "temperature": 0, "stream": true]
             let raw = try await HTTP.stream(try base + "/v1/completions", body)
             for event in raw {
                 XCTAssertNotNil(String(validating: event, as: UTF8.self), "event is not valid UTF-8")

@@ -6,7 +6,9 @@ Exits non-zero on the first failed check.
 """
 import sys
 
-import httpx
+import json
+import urllib.request
+
 import openai
 
 base, key = sys.argv[1].rstrip("/"), sys.argv[2]
@@ -39,7 +41,9 @@ check(all(isinstance(x, float) and x <= 0 for x in lp.token_logprobs), "token lo
 check(all(len(t) >= 1 for t in lp.top_logprobs), "top logprobs present")
 check(c.usage.completion_tokens == 2 * len(lp.tokens), f"usage counts both choices: {c.usage}")
 check(c.usage.total_tokens == c.usage.prompt_tokens + c.usage.completion_tokens, "usage total")
-pt = httpx.post(base + "/tokenize", json={"model": model, "prompt": "The sky is"}, headers={"Authorization": f"Bearer {key}"}).json()
+req = urllib.request.Request(base + "/tokenize", data=json.dumps({"model": model, "prompt": "The sky is"}).encode(),
+                             headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+pt = json.load(urllib.request.urlopen(req))
 check(c.usage.prompt_tokens == pt["count"], f"prompt_tokens {c.usage.prompt_tokens} == tokenize count {pt['count']}")
 
 # Completions streamed equal the non-streamed text.
