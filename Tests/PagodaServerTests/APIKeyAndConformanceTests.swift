@@ -1,7 +1,8 @@
 import Foundation
 import XCTest
 
-/// A server started with --api-key: authentication, and the OpenAI Python client's conformance script.
+/// A server started with --api-key and a small waiting queue: authentication, 429 on a full queue,
+/// and the OpenAI Python client's conformance script.
 final class APIKeyAndConformanceTests: XCTestCase {
     static let key = "test-key-\(UInt32.random(in: 0...UInt32.max))"
     nonisolated(unsafe) static var server: ServerProcess?
@@ -9,7 +10,7 @@ final class APIKeyAndConformanceTests: XCTestCase {
 
     override class func setUp() {
         super.setUp()
-        do { server = try ServerProcess(extraArgs: ["--api-key", key]) } catch { startError = error }
+        do { server = try ServerProcess(extraArgs: ["--api-key", key, "--max-num-seqs", "2", "--max-waiting", "2"]) } catch { startError = error }
     }
 
     override class func tearDown() {
@@ -41,6 +42,26 @@ final class APIKeyAndConformanceTests: XCTestCase {
         }
         let post = try await HTTP.post(base + "/v1/completions", ["prompt": "hi", "max_tokens": 2], apiKey: "nope")
         XCTAssertEqual(post.status, 401)
+    }
+
+    func testFullQueueGets429WithRetryAfter() async throws {
+        let base = try self.base
+        let statuses = try await withThrowingTaskGroup(of: (Int, String?).self) { group in
+            for _ in 0..<10 {
+                group.addTask {
+                    let r = try await HTTP.post(base + "/v1/completions", ["prompt": "hi", "max_tokens": 6, "ignore_eos": true], apiKey: Self.key)
+                    if r.status == 429 { XCTAssertEqual((r.json["error"] as? [String: Any])?["type"] as? String, "rate_limit_error") }
+                    return (r.status, r.header("retry-after"))
+                }
+            }
+            var out: [(Int, String?)] = []
+            for try await s in group { out.append(s) }
+            return out
+        }
+        XCTAssertTrue(statuses.allSatisfy { $0.0 == 200 || $0.0 == 429 }, "\(statuses)")
+        XCTAssertGreaterThan(statuses.filter { $0.0 == 429 }.count, 0, "no request was refused")
+        XCTAssertGreaterThan(statuses.filter { $0.0 == 200 }.count, 0)
+        for s in statuses where s.0 == 429 { XCTAssertNotNil(s.1, "429 without Retry-After") }
     }
 
     func testOpenAIPythonClientConformance() throws {
