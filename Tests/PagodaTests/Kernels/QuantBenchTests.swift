@@ -2,14 +2,16 @@ import Foundation
 import XCTest
 @testable import Pagoda
 
-/// Throughput of the default model, fp32 weights vs quantized: runs only with PAGODA_BENCH=1.
+/// Throughput of the default model, fp32 weights vs quantized: runs only with PAGODA_BENCH=1
+/// (PAGODA_BENCH_THREADS=n sets the thread count, default 2).
 ///   PAGODA_BENCH=1 swift test -c release -Xswiftc -enable-testing --filter QuantBench
 final class QuantBenchTests: XCTestCase {
     func now() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
 
     func testQuantBenchModelThroughput() throws {
         guard ProcessInfo.processInfo.environment["PAGODA_BENCH"] == "1" else { throw XCTSkip("set PAGODA_BENCH=1") }
-        let pool = ThreadPool(threadCount: 2)
+        let threads = Int(ProcessInfo.processInfo.environment["PAGODA_BENCH_THREADS"] ?? "") ?? 2
+        let pool = ThreadPool(threadCount: threads)
         for (name, model) in [("quantized", TestModels.smol), ("fp32", TestModels.smolFP32)] {
             let c = model.config
             let bs = 16
@@ -45,8 +47,8 @@ final class QuantBenchTests: XCTestCase {
                 tok = Int32(logits.indices.max { logits[$0] < logits[$1] }!)
             }
             let decode = Double(steps) / (now() - t0)
-            print(String(format: "bench %@: decode %.1f tok/s (1 sequence, 128 steps), prefill %.1f tok/s (512-token prompt), 2 threads",
-                         name, decode, prefill))
+            print(String(format: "bench %@: decode %.1f tok/s (1 sequence, 128 steps), prefill %.1f tok/s (512-token prompt), %d threads",
+                         name, decode, prefill, threads))
         }
         // the LM head alone (49152 × 576 Q8_0), one token
         let g = TestModels.smolGGUF
