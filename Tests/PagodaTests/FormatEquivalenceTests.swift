@@ -57,7 +57,7 @@ final class FormatEquivalenceTests: XCTestCase {
 
         let hfModel = try LlamaModel(config: ModelConfig.fromHuggingFace(folder: dir), weights: WeightStore.huggingFace(folder: dir))
         let ids = (try Golden.jsonLines("hf/logits.jsonl")[0]["prompt_ids"] as! [Any]).ints
-        let a = TestModels.logits(TestModels.smol, ids: ids)
+        let a = TestModels.logits(TestModels.smolFP32, ids: ids)
         let b = TestModels.logits(hfModel, ids: ids)
         var worst: Float = 0
         for (ra, rb) in zip(a, b) { for (x, y) in zip(ra, rb) { worst = max(worst, abs(x - y)) } }

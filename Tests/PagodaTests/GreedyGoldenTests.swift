@@ -35,7 +35,8 @@ final class GreedyGoldenTests: XCTestCase {
             }
             if !diverged { identical += 1; close += 1 }
         }
-        print("greedy: \(identical)/\(total) identical, \(close)/\(total) close; largest chosen-token logprob error \(worstLogprob)")
-        XCTAssertLessThan(worstLogprob, 1e-2)
+        print("greedy (\(model.fp32Weights ? "fp32" : "quantized") weights): \(identical)/\(total) identical, \(close)/\(total) close; largest chosen-token logprob error \(worstLogprob)")
+        // fp32 weights: within 1e-2 of Transformers; the quantized path (int8 activations) measured 0.19.
+        XCTAssertLessThan(worstLogprob, model.fp32Weights ? 1e-2 : 0.35)
     }
 }

@@ -99,7 +99,8 @@ public final class Scheduler {
         }
         guard out.preempted.isEmpty else { return out }
         while let r = waiting.first, budget > 0, running.count < config.maxNumSeqs {
-            let cached = r.numComputedTokens == 0 ? kv.cachedPrefix(r) : []
+            // Prompt log-probabilities need every prompt position computed, so such requests skip the cache.
+            let cached = r.numComputedTokens == 0 && r.params.promptLogprobs == nil ? kv.cachedPrefix(r) : []
             let computed = r.numComputedTokens + cached.count * config.blockSize
             let num = min(r.numTokens - computed, budget)
             let saved = r.numComputedTokens

@@ -75,7 +75,12 @@ public final class ThreadPool: @unchecked Sendable {
                 pthread_mutex_unlock(&mutex)
             }
             escaping(0, threadCount)
-            while pending.load(ordering: .acquiring) > 0 { spinPause() }
+            // If a worker was descheduled (a busy machine), yield the core instead of burning it.
+            var waits = 0
+            while pending.load(ordering: .acquiring) > 0 {
+                waits += 1
+                if waits < 4_000 { spinPause() } else { sched_yield() }
+            }
             job = nil
         }
     }
@@ -101,7 +106,7 @@ public final class ThreadPool: @unchecked Sendable {
             while current == seen {
                 spins += 1
                 if spins < spinLimit {
-                    spinPause()
+                    if spins < 4_000 { spinPause() } else { sched_yield() }
                 } else {
                     pthread_mutex_lock(&mutex)
                     sleepers.add(1, ordering: .sequentiallyConsistent)

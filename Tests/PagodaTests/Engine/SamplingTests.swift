@@ -152,6 +152,9 @@ final class SamplingTests: XCTestCase {
     func testLogprobsAndPromptLogprobs() throws {
         var g = EngineFixtures.greedy(4, logprobs: 5)
         g.promptLogprobs = 2
+        let prompt = EngineFixtures.prompt(length: 40, seed: 4040)
+        // The second run finds the prompt's blocks in the prefix cache; prompt logprobs must still be complete.
+        _ = try llm.generate(promptTokenIds: [prompt], EngineFixtures.greedy(1))
         let res = try llm.generate(promptTokenIds: [prompt], g)[0]
         let out = res.outputs[0]
         XCTAssertEqual(out.logprobs.count, 4)

@@ -6,9 +6,15 @@ enum TestModels {
     static let pool = ThreadPool()
 
     static let smolGGUF: GGUFFile = try! GGUFFile(path: Golden.defaultModelPath)
+    /// The default path: quantized weights with int8 activations (unless PAGODA_FP32_WEIGHTS=1).
     static let smol: LlamaModel = {
         let g = smolGGUF
         return try! LlamaModel(config: ModelConfig.fromGGUF(g), weights: WeightStore.gguf(g))
+    }()
+    /// The fp32 reference path (weights dequantized to fp32), for the strict comparisons with Transformers.
+    static let smolFP32: LlamaModel = {
+        let g = smolGGUF
+        return try! LlamaModel(config: ModelConfig.fromGGUF(g), weights: WeightStore.gguf(g), fp32Weights: true)
     }()
 
     /// Logits at every listed position of one sequence run through a fresh cache in one forward pass.

@@ -1,0 +1,208 @@
+import PagodaKernelsC
+
+// Quantized weight matrices multiplied by int8-quantized activations (see pagoda_kernels.h for the layout
+// and the exact arithmetic). Weights are repacked at load into groups of 16 interleaved rows so that one
+// AVX-512 lane accumulates one row: no horizontal sums, and every token follows the same float operations
+// whatever the batch (batch invariance).
+
+/// Activations quantized to int8 blocks of 32, reusable across the matrices that share an input.
+public final class QuantizedActivations: @unchecked Sendable {
+    public private(set) var tokens = 0
+    public private(set) var cols = 0
+    private var capacity = 0  // elements
+    private(set) var q: UnsafeMutablePointer<Int8>
+    private(set) var dx: UnsafeMutablePointer<Float>
+    private(set) var sx: UnsafeMutablePointer<Int32>
+    private(set) var dxs: UnsafeMutablePointer<Float>
+
+    public init() {
+        q = .allocate(capacity: 1); dx = .allocate(capacity: 1); sx = .allocate(capacity: 1); dxs = .allocate(capacity: 1)
+    }
+
+    deinit { q.deallocate(); dx.deallocate(); sx.deallocate(); dxs.deallocate() }
+
+    /// Quantizes `x[tokens × cols]` (cols a multiple of 32); grows the buffers when needed.
+    public func quantize(_ x: UnsafePointer<Float>, tokens: Int, cols: Int, pool: ThreadPool) {
+        precondition(cols % 32 == 0, "quantized activations need a multiple of 32 columns")
+        let n = tokens * cols
+        if n > capacity {
+            let cap = max(n, capacity * 2)
+            q.deallocate(); dx.deallocate(); sx.deallocate(); dxs.deallocate()
+            q = .allocate(capacity: cap)
+            dx = .allocate(capacity: cap / 32); sx = .allocate(capacity: cap / 32); dxs = .allocate(capacity: cap / 32)
+            capacity = cap
+        }
+        self.tokens = tokens
+        self.cols = cols
+        let nb = cols / 32
+        let (q, dx, sx, dxs) = (self.q, self.dx, self.sx, self.dxs)
+        if tokens >= 8 {
+            pool.parallelFor(tokens) { r in
+                pagoda_quantize_q8(x + r.lowerBound * cols, Int64(r.count), Int64(cols), q + r.lowerBound * cols,
+                                   dx + r.lowerBound * nb, sx + r.lowerBound * nb, dxs + r.lowerBound * nb)
+            }
+        } else {
+            pagoda_quantize_q8(x, Int64(tokens), Int64(cols), q, dx, sx, dxs)
+        }
+    }
+}
+
+public enum QuantizedMatrixError: Error, CustomStringConvertible {
+    case unsupported(DType)
+    case badShape([Int])
+    public var description: String {
+        switch self {
+        case .unsupported(let t): return "QuantizedMatrix: \(t) is not supported"
+        case .badShape(let s): return "QuantizedMatrix: shape \(s) needs columns that are a multiple of 32"
+        }
+    }
+}
+
+public final class QuantizedMatrix: @unchecked Sendable {
+    public static let groupRows = Int(PAGODA_Q_ROWS)
+    public static let supportedTypes: Set<DType> = [.q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .q4_K]
+
+    public let rows: Int
+    public let cols: Int
+    public let dtype: DType
+    private let storage: UnsafeMutableRawPointer
+    private var desc: pagoda_qmat
+    /// Scratch for the `multiply(x:...)` convenience (callers sharing an input should quantize once and call
+    /// `multiply(activations:...)`). Not for concurrent use.
+    private let scratch = QuantizedActivations()
+
+    public init(_ tensor: Tensor) throws {
+        let t = tensor.dtype
+        guard Self.supportedTypes.contains(t) else { throw QuantizedMatrixError.unsupported(t) }
+        rows = tensor.rows
+        cols = tensor.columns
+        dtype = t
+        guard cols % 32 == 0, cols % t.blockSize == 0, rows > 0 else { throw QuantizedMatrixError.badShape(tensor.shape) }
+        let nibble = t == .q4_0 || t == .q4_1 || t == .q4_K
+        let hasMin = t == .q4_1 || t == .q5_1 || t == .q4_K
+        let offset: Int32 = switch t { case .q4_0: 8; case .q5_0: 16; case .q8_0: 128; default: 0 }
+        let R = Self.groupRows
+        let groups = (rows + R - 1) / R
+        let nb = cols / 32
+        let blockBytes = 64 + (hasMin ? 64 : 0) + (nibble ? 256 : 512)
+        let total = groups * nb * blockBytes
+        storage = .allocate(byteCount: total, alignment: 64)
+        storage.initializeMemory(as: UInt8.self, repeating: 0, count: total)
+        desc = pagoda_qmat(data: UnsafePointer(storage.assumingMemoryBound(to: UInt8.self)), rows: Int64(rows),
+                           cols: Int64(cols), groups: Int64(groups), blocks: Int64(nb), block_bytes: Int64(blockBytes),
+                           nibble: nibble ? 1 : 0, has_min: hasMin ? 1 : 0, offset: offset, pad: 0)
+        let rowBytes = t.byteCount(elements: cols)
+        let wofs = hasMin ? 128 : 64
+        var codes = [UInt8](repeating: 0, count: 32)
+        codes.withUnsafeMutableBufferPointer { codes in
+            for r in 0..<rows {
+                let g = r / R, i = r % R
+                let src = tensor.data + r * rowBytes
+                for b in 0..<nb {
+                    let blk = storage + (g * nb + b) * blockBytes
+                    let (d, m) = extractBlock(t, src, b, codes.baseAddress!)
+                    blk.storeBytes(of: d, toByteOffset: 4 * i, as: Float.self)
+                    if hasMin { blk.storeBytes(of: m, toByteOffset: 64 + 4 * i, as: Float.self) }
+                    let w = (blk + wofs).assumingMemoryBound(to: UInt8.self)
+                    for k in 0..<8 {
+                        for j in 0..<4 {
+                            let u = codes[4 * k + j]
+                            if nibble {
+                                let o = (k & 3) * 64 + i * 4 + j
+                                w[o] |= k < 4 ? u : u << 4
+                            } else {
+                                w[k * 64 + i * 4 + j] = u
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    deinit { storage.deallocate() }
+
+    /// Bytes of repacked weights.
+    public var byteCount: Int { Int(desc.groups * desc.blocks * desc.block_bytes) }
+
+    /// y[tokens × rows] = x[tokens × cols] · Wᵀ (+ bias). Quantizes `x` into the matrix's own scratch.
+    public func multiply(x: UnsafePointer<Float>, tokens: Int, y: UnsafeMutablePointer<Float>,
+                         bias: UnsafePointer<Float>?, pool: ThreadPool) {
+        scratch.quantize(x, tokens: tokens, cols: cols, pool: pool)
+        multiply(activations: scratch, y: y, bias: bias, pool: pool)
+    }
+
+    /// y[tokens × rows] = a · Wᵀ (+ bias) for activations already quantized.
+    public func multiply(activations a: QuantizedActivations, y: UnsafeMutablePointer<Float>,
+                         bias: UnsafePointer<Float>?, pool: ThreadPool) {
+        precondition(a.cols == cols, "activation width \(a.cols) != matrix columns \(cols)")
+        let tokens = a.tokens
+        if tokens == 0 { return }
+        let rows = self.rows
+        withUnsafePointer(to: &desc) { d in
+            pool.parallelFor(Int(d.pointee.groups)) { r in
+                pagoda_qgemm(d, a.q, a.dx, a.sx, a.dxs, Int64(tokens), y, Int64(rows),
+                             Int64(r.lowerBound), Int64(r.upperBound), bias)
+            }
+        }
+    }
+
+    /// The code path in use (0 scalar, 1 AVX2, 2 AVX-512 VNNI).
+    public static var isa: Int { Int(pagoda_q_isa()) }
+    /// Forces a code path for tests (-1 restores detection).
+    public static func forceISA(_ isa: Int) { pagoda_q_force_isa(Int32(isa)) }
+}
+
+@inline(__always) private func f16(_ p: UnsafeRawPointer, _ o: Int) -> Float {
+    Float(Float16(bitPattern: p.loadUnaligned(fromByteOffset: o, as: UInt16.self)))
+}
+
+/// Block `b` (32 columns) of one row: the unsigned codes u and (d, m) such that w = d·(u − offset) + m.
+private func extractBlock(_ t: DType, _ row: UnsafeRawPointer, _ b: Int, _ u: UnsafeMutablePointer<UInt8>) -> (Float, Float) {
+    switch t {
+    case .q4_0, .q4_1:
+        let p = row + b * t.blockBytes
+        let qs = t == .q4_0 ? 2 : 4
+        for j in 0..<16 {
+            let v = p.load(fromByteOffset: qs + j, as: UInt8.self)
+            u[j] = v & 15
+            u[j + 16] = v >> 4
+        }
+        return (f16(p, 0), t == .q4_1 ? f16(p, 2) : 0)
+    case .q5_0, .q5_1:
+        let p = row + b * t.blockBytes
+        let hOff = t == .q5_0 ? 2 : 4
+        let qh = p.loadUnaligned(fromByteOffset: hOff, as: UInt32.self)
+        for j in 0..<16 {
+            let v = p.load(fromByteOffset: hOff + 4 + j, as: UInt8.self)
+            u[j] = (v & 15) | UInt8(((qh >> UInt32(j)) << 4) & 0x10)
+            u[j + 16] = (v >> 4) | UInt8((qh >> UInt32(j + 12)) & 0x10)
+        }
+        return (f16(p, 0), t == .q5_1 ? f16(p, 2) : 0)
+    case .q8_0:
+        let p = row + b * t.blockBytes
+        for j in 0..<32 { u[j] = UInt8(bitPattern: p.load(fromByteOffset: 2 + j, as: Int8.self)) ^ 0x80 }
+        return (f16(p, 0), 0)
+    case .q4_K:
+        let p = row + (b / 8) * t.blockBytes
+        let sub = b % 8
+        let d = f16(p, 0), dmin = f16(p, 2)
+        let scales = p + 4
+        func byte(_ o: Int) -> UInt8 { scales.load(fromByteOffset: o, as: UInt8.self) }
+        let sc: Float, mn: Float
+        if sub < 4 {
+            sc = Float(byte(sub) & 63); mn = Float(byte(sub + 4) & 63)
+        } else {
+            sc = Float((byte(sub + 4) & 0xF) | ((byte(sub - 4) >> 6) << 4))
+            mn = Float((byte(sub + 4) >> 4) | ((byte(sub) >> 6) << 4))
+        }
+        let qs = p + 16 + (sub / 2) * 32
+        for l in 0..<32 {
+            let v = qs.load(fromByteOffset: l, as: UInt8.self)
+            u[l] = sub % 2 == 0 ? v & 15 : v >> 4
+        }
+        return (d * sc, -(dmin * mn))
+    default:
+        preconditionFailure("extractBlock: \(t)")
+    }
+}

@@ -1,0 +1,170 @@
+import Foundation
+import XCTest
+@testable import Pagoda
+
+private final class Bytes {
+    let p: UnsafeMutableRawPointer
+    init(_ n: Int) { p = .allocate(byteCount: n, alignment: 64) }
+    deinit { p.deallocate() }
+}
+
+private struct LCG {
+    var s: UInt64
+    mutating func next() -> UInt64 { s = s &* 6364136223846793005 &+ 1442695040888963407; return s >> 11 }
+    mutating func unit() -> Float { Float(next() % 1_000_000) / 1_000_000 }  // [0, 1)
+    mutating func byte() -> UInt8 { UInt8(truncatingIfNeeded: next()) }
+}
+
+/// A random GGML tensor of `dtype` with sane fp16 scales.
+private func randomTensor(_ t: DType, rows: Int, cols: Int, seed: UInt64) -> Tensor {
+    var g = LCG(s: seed)
+    let rowBytes = t.byteCount(elements: cols)
+    let buf = Bytes(rows * rowBytes)
+    for i in 0..<rows * rowBytes { buf.p.storeBytes(of: g.byte(), toByteOffset: i, as: UInt8.self) }
+    func h(_ v: Float) -> UInt16 { Float16(v).bitPattern }
+    let nblocks = rows * cols / t.blockSize
+    for b in 0..<nblocks {
+        let p = buf.p + b * t.blockBytes
+        let d = 0.002 + 0.03 * g.unit()
+        switch t {
+        case .q4_0, .q5_0, .q8_0:
+            p.storeBytes(of: h(d), toByteOffset: 0, as: UInt16.self)
+        case .q4_1, .q5_1:
+            p.storeBytes(of: h(d), toByteOffset: 0, as: UInt16.self)
+            p.storeBytes(of: h(-8 * d * (0.5 + g.unit())), toByteOffset: 2, as: UInt16.self)
+        case .q4_K:
+            p.storeBytes(of: h(d / 16), toByteOffset: 0, as: UInt16.self)
+            p.storeBytes(of: h(d / 8), toByteOffset: 2, as: UInt16.self)
+        default: fatalError()
+        }
+    }
+    return Tensor(name: "w", dtype: t, shape: [rows, cols], data: UnsafeRawPointer(buf.p), owner: buf)
+}
+
+private let detectedISA: Int = {
+    QuantizedMatrix.forceISA(-1)
+    return QuantizedMatrix.isa
+}()
+
+private func randomActivations(_ n: Int, seed: UInt64) -> [Float] {
+    var g = LCG(s: seed)
+    return (0..<n).map { i in
+        let v = (g.unit() - 0.5) * 4
+        return i % 97 == 0 ? v * 20 : v  // a few outliers
+    }
+}
+
+final class QuantizedMatrixTests: XCTestCase {
+    let pool = ThreadPool(threadCount: 2)
+
+    func run(_ m: QuantizedMatrix, _ x: [Float], tokens: Int, bias: [Float]? = nil) -> [Float] {
+        var y = [Float](repeating: .nan, count: tokens * m.rows)
+        x.withUnsafeBufferPointer { xp in
+            y.withUnsafeMutableBufferPointer { yp in
+                if let bias {
+                    bias.withUnsafeBufferPointer { m.multiply(x: xp.baseAddress!, tokens: tokens, y: yp.baseAddress!, bias: $0.baseAddress!, pool: pool) }
+                } else {
+                    m.multiply(x: xp.baseAddress!, tokens: tokens, y: yp.baseAddress!, bias: nil, pool: pool)
+                }
+            }
+        }
+        return y
+    }
+
+    /// Checks one configuration against the double-precision references; returns the results per ISA.
+    func check(_ t: DType, rows: Int, cols: Int, tokens: Int, seed: UInt64, withBias: Bool = false) throws {
+        let tensor = randomTensor(t, rows: rows, cols: cols, seed: seed)
+        let w = tensor.toFloats()
+        let m = try QuantizedMatrix(tensor)
+        let x = randomActivations(tokens * cols, seed: seed &+ 99)
+        let bias: [Float]? = withBias ? randomActivations(rows, seed: seed &+ 7) : nil
+        let a = QuantizedActivations()
+        x.withUnsafeBufferPointer { a.quantize($0.baseAddress!, tokens: tokens, cols: cols, pool: pool) }
+        let nb = cols / 32
+
+        var results: [[Float]] = []
+        for isa in 0...detectedISA {
+            QuantizedMatrix.forceISA(isa)
+            results.append(run(m, x, tokens: tokens, bias: bias))
+        }
+        QuantizedMatrix.forceISA(-1)
+        XCTAssertEqual(results.count, detectedISA + 1)
+        for r in results.dropFirst() {
+            XCTAssertEqual(r.map(\.bitPattern), results[0].map(\.bitPattern), "\(t) \(rows)x\(cols) T=\(tokens): ISA paths differ")
+        }
+        let y = results.last!
+        for tk in 0..<tokens {
+            for r in 0..<rows {
+                var ref = 0.0, mag = 0.0, full = 0.0, bound = 0.0
+                for b in 0..<nb {
+                    let dx = Double(a.dx[tk * nb + b])
+                    var absW = 0.0
+                    for j in b * 32..<(b + 1) * 32 {
+                        let wv = Double(w[r * cols + j])
+                        let xq = Double(a.q[tk * cols + j]) * dx
+                        ref += wv * xq
+                        mag += abs(wv * xq)
+                        full += wv * Double(x[tk * cols + j])
+                        absW += abs(wv)
+                    }
+                    bound += absW * dx / 2  // |x − dx·q| ≤ dx/2 per element
+                }
+                let b = bias.map { Double($0[r]) } ?? 0
+                let got = Double(y[tk * rows + r])
+                XCTAssertLessThanOrEqual(abs(got - (ref + b)), 1e-5 * mag + 1e-6 * abs(b) + 1e-30,
+                                         "\(t) \(rows)x\(cols) T=\(tokens) t=\(tk) r=\(r): \(got) vs int8 reference \(ref + b)")
+                XCTAssertLessThanOrEqual(abs(got - (full + b)), bound * 1.001 + 1e-5 * mag + 1e-6 * abs(b) + 1e-6,
+                                         "\(t) \(rows)x\(cols) T=\(tokens) t=\(tk) r=\(r): \(got) vs fp32 \(full + b)")
+                if abs(got - (ref + b)) > 1e-5 * mag + 1e-6 * abs(b) + 1e-30 { return }
+            }
+        }
+    }
+
+    func testQuantKernelsMatchReference() throws {
+        print("QuantizedMatrix ISA: \(QuantizedMatrix.isa)")
+        var seed: UInt64 = 1
+        for t in [DType.q4_0, .q4_1, .q8_0, .q5_0, .q5_1] {
+            for (rows, cols) in [(1, 32), (3, 96), (7, 576), (33, 64), (16, 1536), (40, 160)] {
+                for tokens in [1, 2, 3, 5, 17, 64] where rows * cols * tokens <= 1_600_000 {
+                    seed += 1
+                    try check(t, rows: rows, cols: cols, tokens: tokens, seed: seed, withBias: tokens == 3)
+                }
+            }
+        }
+        for (rows, cols) in [(1, 256), (7, 512), (33, 256), (16, 1536)] {
+            for tokens in [1, 5, 17] {
+                seed += 1
+                try check(.q4_K, rows: rows, cols: cols, tokens: tokens, seed: seed)
+            }
+        }
+    }
+
+    func testQuantBatchInvariance() throws {
+        for t in [DType.q4_0, .q4_1, .q8_0, .q5_1, .q4_K] {
+            let rows = 37, cols = 512, tokens = 17
+            let m = try QuantizedMatrix(randomTensor(t, rows: rows, cols: cols, seed: 5))
+            let x = randomActivations(tokens * cols, seed: 6)
+            for isa in 0...detectedISA {
+                QuantizedMatrix.forceISA(isa)
+                let batch = run(m, x, tokens: tokens)
+                for tk in 0..<tokens {
+                    let one = run(m, Array(x[tk * cols..<(tk + 1) * cols]), tokens: 1)
+                    XCTAssertEqual(Array(batch[tk * rows..<(tk + 1) * rows]).map(\.bitPattern), one.map(\.bitPattern),
+                                   "\(t) isa \(isa): token \(tk) of a 17-token batch differs from its GEMV")
+                }
+                // and inside batches of other sizes
+                for n in [2, 3, 4, 5, 8] {
+                    let b = run(m, Array(x[0..<n * cols]), tokens: n)
+                    XCTAssertEqual(Array(b[0..<n * rows]).map(\.bitPattern), Array(batch[0..<n * rows]).map(\.bitPattern))
+                }
+            }
+            QuantizedMatrix.forceISA(-1)
+        }
+    }
+
+    func testQuantUnsupportedTypes() {
+        let t = randomTensor(.q4_0, rows: 2, cols: 32, seed: 1)
+        let f = Tensor(name: "f", dtype: .f32, shape: [2, 16], data: t.data, owner: t.owner)
+        XCTAssertThrowsError(try QuantizedMatrix(f))
+    }
+}
