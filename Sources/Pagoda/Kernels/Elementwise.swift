@@ -52,3 +52,45 @@ public func applyRope(_ x: UnsafeMutablePointer<Float>, tokens: Int, heads: Int,
         }
     }
 }
+
+/// cos/sin tables for `applyRope(_:tokens:heads:headDim:stride:cos:sin:style:)`: entry t·half + i holds
+/// cos(positions[t]·invFreq[i]) (and sin), computed exactly as the per-call version computes them.
+public func ropeTables(positions: UnsafePointer<Int32>, tokens: Int, invFreq: UnsafePointer<Float>, half: Int,
+                       cos cosOut: UnsafeMutablePointer<Float>, sin sinOut: UnsafeMutablePointer<Float>) {
+    for t in 0..<tokens {
+        let pos = Float(positions[t])
+        for i in 0..<half {
+            let angle = pos * invFreq[i]
+            cosOut[t * half + i] = cos(angle)
+            sinOut[t * half + i] = sin(angle)
+        }
+    }
+}
+
+/// Rotary position embedding, in place, with precomputed per-token tables (see `ropeTables`); bitwise equal
+/// to the per-call version.
+public func applyRope(_ x: UnsafeMutablePointer<Float>, tokens: Int, heads: Int, headDim: Int, stride: Int,
+                      cos cosTab: UnsafePointer<Float>, sin sinTab: UnsafePointer<Float>, style: RopeStyle) {
+    let half = headDim / 2
+    for t in 0..<tokens {
+        let ct = cosTab + t * half, st = sinTab + t * half
+        for h in 0..<heads {
+            let v = x + t * stride + h * headDim
+            if style == .neox {
+                for i in 0..<half {
+                    let c = ct[i], s = st[i]
+                    let x0 = v[i], x1 = v[i + half]
+                    v[i] = x0 * c - x1 * s
+                    v[i + half] = x0 * s + x1 * c
+                }
+            } else {
+                for i in 0..<half {
+                    let c = ct[i], s = st[i]
+                    let x0 = v[2 * i], x1 = v[2 * i + 1]
+                    v[2 * i] = x0 * c - x1 * s
+                    v[2 * i + 1] = x0 * s + x1 * c
+                }
+            }
+        }
+    }
+}
