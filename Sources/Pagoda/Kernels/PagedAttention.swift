@@ -19,11 +19,35 @@ public struct AttentionSequence: Sendable {
     }
 }
 
-/// The K and V storage of one layer: `blockCount` blocks of `blockSize` slots, each slot holding
-/// `kvHeads × headDim` keys (and as many values). Slot s of block b is row b·blockSize + s.
+/// The K and V storage of one layer: `blockCount` blocks of `blockSize` slots. Values: slot s of block b is
+/// row b·blockSize + s of `kvHeads × headDim` values. Keys are stored transposed within each block —
+/// [block][kvHead][dim][slot] — so one vector load reads a dimension of 16 consecutive keys (see `keyIndex`).
+/// A block occupies the same range of both buffers, so blocks can be copied whole.
 public struct LayerKV: @unchecked Sendable {
     public let keys: UnsafeMutablePointer<Float>
     public let values: UnsafeMutablePointer<Float>
+
+    public init(keys: UnsafeMutablePointer<Float>, values: UnsafeMutablePointer<Float>) {
+        self.keys = keys
+        self.values = values
+    }
+
+    /// Index in `keys` of dimension `d` of KV head `h` for cache row `row` (= block·blockSize + slot).
+    @inline(__always) public static func keyIndex(row: Int, head h: Int, dim d: Int, kvHeads: Int, headDim: Int,
+                                                  blockSize: Int) -> Int {
+        let block = row / blockSize, slot = row % blockSize
+        return block * blockSize * kvHeads * headDim + (h * headDim + d) * blockSize + slot
+    }
+
+    /// Stores the keys and values `[kvHeads × headDim]` of one token at cache row `row`.
+    @inline(__always) public func store(row: Int, keys k: UnsafePointer<Float>, values v: UnsafePointer<Float>,
+                                        kvHeads: Int, headDim: Int, blockSize: Int) {
+        let kvDim = kvHeads * headDim
+        (values + row * kvDim).update(from: v, count: kvDim)
+        let block = row / blockSize, slot = row % blockSize
+        let base = keys + block * blockSize * kvDim + slot
+        for i in 0..<kvDim { base[i * blockSize] = k[i] }
+    }
 }
 
 /// Causal attention of each new token over its own sequence's cached keys and values (flash-style: online
@@ -64,12 +88,19 @@ public func pagedAttention(q: UnsafePointer<Float>, out: UnsafeMutablePointer<Fl
     tableStart.withUnsafeBufferPointer { tableStart in
     tables.withUnsafeBufferPointer { tables in
     sequences.withUnsafeBufferPointer { seqPtr in
-        pool.parallelFor(total) { range in
+        // Later tokens attend to more keys: chunks are claimed from the end of the batch first, a few per
+        // thread, so the threads finish together.
+        let chunks = pool.threadCount == 1 ? 1 : min(total, pool.threadCount * 8)
+        pool.forEachChunk(chunks) { c in
+            let range = (total - total * (c + 1) / chunks)..<(total - total * c / chunks)
+            if range.isEmpty { return }
             let scores = UnsafeMutablePointer<Float>.allocate(capacity: blockSize * headsPerItem)
             let acc = UnsafeMutablePointer<Float>.allocate(capacity: headDim * headsPerItem)
             let ms = UnsafeMutablePointer<Float>.allocate(capacity: headsPerItem)
-            let ls = UnsafeMutablePointer<Float>.allocate(capacity: headsPerItem)
+            // Softmax denominators: 16 lanes per head; slot j of every block adds to lane j % 16.
+            let ls = UnsafeMutablePointer<SIMD16<Float>>.allocate(capacity: headsPerItem)
             defer { scores.deallocate(); acc.deallocate(); ms.deallocate(); ls.deallocate() }
+            let vectorBlocks = blockSize % 16 == 0
             for work in range {
                 let ti = work / itemsPerToken
                 let h0 = (work % itemsPerToken) * headsPerItem
@@ -83,40 +114,71 @@ public func pagedAttention(q: UnsafePointer<Float>, out: UnsafeMutablePointer<Fl
                 let kvh = h0 / group
                 acc.initialize(repeating: 0, count: headDim * headsPerItem)
                 ms.initialize(repeating: -Float.infinity, count: headsPerItem)
-                ls.initialize(repeating: 0, count: headsPerItem)
+                ls.initialize(repeating: SIMD16<Float>(), count: headsPerItem)
                 var pos = 0
                 while pos < context {
                     let block = Int(table[pos / blockSize])
                     let n = min(blockSize, context - pos)
                     let base = block * blockSize * rowStride + kvh * headDim
-                    attentionScores(q: qBase + h0 * headDim, heads: headsPerItem, keys: kv.keys + base,
-                                    rowStride: rowStride, n: n, headDim: headDim, scale: scale, scores: scores,
-                                    scoreStride: blockSize)
+                    attentionScores(q: qBase + h0 * headDim, heads: headsPerItem,
+                                    keys: kv.keys + block * blockSize * rowStride + kvh * headDim * blockSize,
+                                    blockSize: blockSize, n: n, headDim: headDim, scale: scale, scores: scores)
                     for gh in 0..<headsPerItem {
                         let sc = scores + gh * blockSize
-                        var blockMax = -Float.infinity
-                        for j in 0..<n { blockMax = max(blockMax, sc[j]) }
                         let m = ms[gh]
-                        let newMax = max(m, blockMax)
-                        let correction = m == -Float.infinity ? 0 : exp(m - newMax)
-                        var l = ls[gh] * correction
-                        // Probabilities in place of the scores, summed in key order.
-                        for j in 0..<n {
-                            let p = exp(sc[j] - newMax)
-                            l += p
-                            sc[j] = p
+                        if vectorBlocks {
+                            // 16 slots at a time; lanes past n are masked out (their scores are garbage).
+                            var blockMax = -Float.infinity
+                            var j = 0
+                            while j < n {
+                                var sv = UnsafeRawPointer(sc + j).loadUnaligned(as: SIMD16<Float>.self)
+                                sv.replace(with: -.infinity, where: laneIndex .>= SIMD16<Int32>(repeating: Int32(n - j)))
+                                blockMax = max(blockMax, horizontalMax(sv))
+                                j += 16
+                            }
+                            let newMax = max(m, blockMax)
+                            let correction = m == -Float.infinity ? 0 : expScalar(m - newMax)
+                            var l = ls[gh] * SIMD16<Float>(repeating: correction)
+                            let mv = SIMD16<Float>(repeating: newMax)
+                            j = 0
+                            while j < n {
+                                var p = expSIMD(UnsafeRawPointer(sc + j).loadUnaligned(as: SIMD16<Float>.self) - mv)
+                                p.replace(with: 0, where: laneIndex .>= SIMD16<Int32>(repeating: Int32(n - j)))
+                                UnsafeMutableRawPointer(sc + j).storeBytes(of: p, as: SIMD16<Float>.self)
+                                l += p
+                                j += 16
+                            }
+                            ls[gh] = l
+                            ms[gh] = newMax
+                            accumulateValues(acc: acc + gh * headDim, correction: correction, probs: sc,
+                                             values: kv.values + base, rowStride: rowStride, n: n, headDim: headDim)
+                        } else {
+                            var blockMax = -Float.infinity
+                            for j in 0..<n { blockMax = max(blockMax, sc[j]) }
+                            let newMax = max(m, blockMax)
+                            let correction = m == -Float.infinity ? 0 : expScalar(m - newMax)
+                            var l = ls[gh] * SIMD16<Float>(repeating: correction)
+                            for j in 0..<n {
+                                let p = expScalar(sc[j] - newMax)
+                                sc[j] = p
+                                l[j % 16] += p
+                            }
+                            ls[gh] = l
+                            ms[gh] = newMax
+                            accumulateValues(acc: acc + gh * headDim, correction: correction, probs: sc,
+                                             values: kv.values + base, rowStride: rowStride, n: n, headDim: headDim)
                         }
-                        ls[gh] = l
-                        ms[gh] = newMax
-                        accumulateValues(acc: acc + gh * headDim, correction: correction, probs: sc,
-                                         values: kv.values + base, rowStride: rowStride, n: n, headDim: headDim)
                     }
                     pos += n
                 }
                 for gh in 0..<headsPerItem {
                     let o = out + tokenIndex * heads * headDim + (h0 + gh) * headDim
                     let a = acc + gh * headDim
-                    let inv = 1 / ls[gh]
+                    let l = ls[gh]
+                    let l8 = l.lowHalf + l.highHalf
+                    let l4 = l8.lowHalf + l8.highHalf
+                    let l2 = l4.lowHalf + l4.highHalf
+                    let inv = 1 / (l2[0] + l2[1])
                     for d in 0..<headDim { o[d] = a[d] * inv }
                 }
             }
@@ -128,25 +190,53 @@ public func pagedAttention(q: UnsafePointer<Float>, out: UnsafeMutablePointer<Fl
     }
 }
 
-/// scores[gh·scoreStride + j] for the `heads` query heads at `q` (consecutive, headDim apart) against `n` key
-/// rows `rowStride` apart: (Σ of 16-wide fma chunks, horizontally summed, + scalar tail) · scale.
+/// scores[gh·blockSize + j] for the `heads` query heads at `q` (consecutive, headDim apart) against the
+/// first `n` keys of one block of transposed keys ([dim][slot], `blockSize` slots). Each score is
+/// ((S0 + S1) + (S2 + S3))·scale with S_r = Σ over d ≡ r (mod 4), in order, of fma(q[d], k[d], S_r): 16 keys
+/// per vector when blockSize is a multiple of 16, the same operations one key at a time otherwise.
 @inline(never)
-func attentionScores(q: UnsafePointer<Float>, heads: Int, keys: UnsafePointer<Float>, rowStride: Int, n: Int,
-                     headDim: Int, scale: Float, scores: UnsafeMutablePointer<Float>, scoreStride: Int) {
-    for j in 0..<n {
-        let k = keys + j * rowStride
-        for gh in 0..<heads {
-            let qh = q + gh * headDim
-            var s = SIMD16<Float>()
-            var d = 0
-            while d + 16 <= headDim {
-                s.addProduct(UnsafeRawPointer(qh + d).loadUnaligned(as: SIMD16<Float>.self),
-                             UnsafeRawPointer(k + d).loadUnaligned(as: SIMD16<Float>.self))
-                d += 16
+func attentionScores(q: UnsafePointer<Float>, heads: Int, keys: UnsafePointer<Float>, blockSize: Int, n: Int,
+                     headDim: Int, scale: Float, scores: UnsafeMutablePointer<Float>) {
+    typealias V = SIMD16<Float>
+    if blockSize % 16 == 0 {
+        var j0 = 0
+        while j0 < n {
+            let k = keys + j0
+            for gh in 0..<heads {
+                let qh = q + gh * headDim
+                var s0 = V(), s1 = V(), s2 = V(), s3 = V()
+                var d = 0
+                while d + 4 <= headDim {
+                    s0.addProduct(V(repeating: qh[d]), UnsafeRawPointer(k + d * blockSize).loadUnaligned(as: V.self))
+                    s1.addProduct(V(repeating: qh[d + 1]), UnsafeRawPointer(k + (d + 1) * blockSize).loadUnaligned(as: V.self))
+                    s2.addProduct(V(repeating: qh[d + 2]), UnsafeRawPointer(k + (d + 2) * blockSize).loadUnaligned(as: V.self))
+                    s3.addProduct(V(repeating: qh[d + 3]), UnsafeRawPointer(k + (d + 3) * blockSize).loadUnaligned(as: V.self))
+                    d += 4
+                }
+                if d < headDim { s0.addProduct(V(repeating: qh[d]), UnsafeRawPointer(k + d * blockSize).loadUnaligned(as: V.self)) }
+                if d + 1 < headDim { s1.addProduct(V(repeating: qh[d + 1]), UnsafeRawPointer(k + (d + 1) * blockSize).loadUnaligned(as: V.self)) }
+                if d + 2 < headDim { s2.addProduct(V(repeating: qh[d + 2]), UnsafeRawPointer(k + (d + 2) * blockSize).loadUnaligned(as: V.self)) }
+                let sc = ((s0 + s1) + (s2 + s3)) * V(repeating: scale)
+                UnsafeMutableRawPointer(scores + gh * blockSize + j0).storeBytes(of: sc, as: V.self)
             }
-            var tail: Float = 0
-            while d < headDim { tail += qh[d] * k[d]; d += 1 }
-            scores[gh * scoreStride + j] = (s.sum() + tail) * scale
+            j0 += 16
+        }
+    } else {
+        for j in 0..<n {
+            for gh in 0..<heads {
+                let qh = q + gh * headDim
+                var s: (Float, Float, Float, Float) = (0, 0, 0, 0)
+                for d in 0..<headDim {
+                    let p = keys[d * blockSize + j]
+                    switch d & 3 {
+                    case 0: s.0 = s.0.addingProduct(qh[d], p)
+                    case 1: s.1 = s.1.addingProduct(qh[d], p)
+                    case 2: s.2 = s.2.addingProduct(qh[d], p)
+                    default: s.3 = s.3.addingProduct(qh[d], p)
+                    }
+                }
+                scores[gh * blockSize + j] = ((s.0 + s.1) + (s.2 + s.3)) * scale
+            }
         }
     }
 }
@@ -193,4 +283,21 @@ func accumulateValues(acc: UnsafeMutablePointer<Float>, correction: Float, probs
         acc[d] = a
         d += 1
     }
+}
+
+/// 0, 1, …, 15.
+private let laneIndex = SIMD16<Int32>(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
+
+/// The largest lane (lanes are finite or −∞), by a tree of vector maxima.
+@inline(__always) private func horizontalMax(_ v: SIMD16<Float>) -> Float {
+    var a = v.lowHalf
+    let b = v.highHalf
+    a.replace(with: b, where: b .> a)
+    var c = a.lowHalf
+    let d = a.highHalf
+    c.replace(with: d, where: d .> c)
+    var e = c.lowHalf
+    let f = c.highHalf
+    e.replace(with: f, where: f .> e)
+    return max(e[0], e[1])
 }

@@ -205,8 +205,8 @@ public final class LlamaModel: Sendable {
                       cos: ws.ropeCos, sin: ws.ropeSin, style: c.ropeStyle)
             let kvLayer = cache.layers[li]
             for t in 0..<n {
-                (kvLayer.keys + slots[t] * kvDim).update(from: k + t * kvDim, count: kvDim)
-                (kvLayer.values + slots[t] * kvDim).update(from: v + t * kvDim, count: kvDim)
+                kvLayer.store(row: slots[t], keys: k + t * kvDim, values: v + t * kvDim, kvHeads: c.kvHeadCount,
+                              headDim: c.headDim, blockSize: cache.blockSize)
             }
             mark(.rope)
             pagedAttention(q: q, out: attn, kv: kvLayer, sequences: batch.sequences,
@@ -232,13 +232,13 @@ public final class LlamaModel: Sendable {
                 QuantizedMatrix.multiplyMany([.init(mg, y: g), .init(mu, y: u)], activations: qx, pool: pool) { rows in
                     for t in 0..<n {
                         let o = t * inter + rows.lowerBound
-                        siluMul(g + o, u + o, g + o, count: rows.count)
+                        siluMulFast(g + o, u + o, g + o, count: rows.count)
                     }
                 }
             } else {
                 layer.gate(xn, tokens: n, into: g, qx: qx, pool: pool)
                 layer.up(xn, tokens: n, into: u, qx: qx, pool: pool)
-                siluMul(g, u, g, count: n * inter)
+                siluMulFast(g, u, g, count: n * inter)
             }
             mark(.gateUp)
             quantizeInput(g, tokens: n, cols: inter, for: layer.down, into: qx, pool: pool)

@@ -45,7 +45,7 @@ final class FusedKernelTests: XCTestCase {
 
     func testPagedAttentionMatchesReferenceAndIsBatchInvariant() {
         var rng = Rng(s: 42)
-        for (heads, kvHeads, headDim, blockSize) in [(9, 3, 64, 16), (6, 2, 80, 5), (4, 1, 24, 7), (3, 3, 5, 4), (8, 2, 128, 16)] {
+        for (heads, kvHeads, headDim, blockSize) in [(9, 3, 64, 16), (6, 2, 80, 5), (4, 1, 24, 7), (3, 3, 5, 4), (8, 2, 128, 16), (4, 2, 22, 32), (2, 1, 7, 16)] {
             let lengths = [1, 17, 33]  // context per sequence; each sequence has `length` new tokens (prefill)
             let rowStride = kvHeads * headDim
             let blocksPer = lengths.map { ($0 + blockSize - 1) / blockSize }
@@ -82,12 +82,16 @@ final class FusedKernelTests: XCTestCase {
                                    "heads \(heads)/\(kvHeads) d \(headDim) seq \(si) token \(t)")
                     for h in 0..<heads {
                         let kvh = h / group
-                        func row(_ base: UnsafeMutablePointer<Float>, _ p: Int) -> [Float] {
-                            let slot = Int(s.blockTable[p / blockSize]) * blockSize + p % blockSize
-                            return Array(UnsafeBufferPointer(start: base + slot * rowStride + kvh * headDim, count: headDim))
+                        func cacheRow(_ p: Int) -> Int { Int(s.blockTable[p / blockSize]) * blockSize + p % blockSize }
+                        func valueRow(_ p: Int) -> [Float] {
+                            Array(UnsafeBufferPointer(start: values + cacheRow(p) * rowStride + kvh * headDim, count: headDim))
+                        }
+                        func keyRow(_ p: Int) -> [Float] {
+                            (0..<headDim).map { keys[LayerKV.keyIndex(row: cacheRow(p), head: kvh, dim: $0, kvHeads: kvHeads,
+                                                                      headDim: headDim, blockSize: blockSize)] }
                         }
                         let ref = referenceAttention(q: Array(q[(ti * heads + h) * headDim..<(ti * heads + h + 1) * headDim]),
-                                                     keys: (0...t).map { row(keys, $0) }, values: (0...t).map { row(values, $0) },
+                                                     keys: (0...t).map(keyRow), values: (0...t).map(valueRow),
                                                      headDim: headDim)
                         for d in 0..<headDim {
                             XCTAssertEqual(batched[(ti * heads + h) * headDim + d], ref[d], accuracy: 1e-5,
@@ -203,5 +207,85 @@ final class FusedKernelTests: XCTestCase {
                 for i in 0..<64 { XCTAssertEqual(counts[i], i < n ? 1 : 0) }
             }
         }
+    }
+
+    func testExpSIMDIsAccurate() {
+        var worst: Double = 0
+        var x: Float = -80  // below about −87.3 results are subnormal (and flushed to 0 below −87)
+        while x <= 88 {
+            let v = SIMD16<Float>((0..<16).map { x + Float($0) * 0.000_37 })
+            let e = expSIMD(v)
+            for l in 0..<16 {
+                let ref = Foundation.exp(Double(v[l]))
+                worst = max(worst, abs(Double(e[l]) - ref) / ref)
+                XCTAssertEqual(expScalar(v[l]).bitPattern, e[l].bitPattern)
+            }
+            x += 0.0173
+        }
+        XCTAssertLessThan(worst, 4e-7)  // a few ulp
+        XCTAssertEqual(expScalar(-100), 0)
+        XCTAssertEqual(expScalar(-.infinity), 0)
+        XCTAssertEqual(expScalar(0), 1)
+        // silu·up: vector body and scalar tail agree with the plain formula within a few ulp.
+        var rng = Rng(s: 11)
+        let n = 37
+        let g = (0..<n).map { _ in rng.float() * 20 }, u = (0..<n).map { _ in rng.float() }
+        var out = [Float](repeating: 0, count: n)
+        siluMulFast(g, u, &out, count: n)
+        for i in 0..<n {
+            let ref = Double(g[i]) / (1 + Foundation.exp(-Double(g[i]))) * Double(u[i])
+            XCTAssertEqual(Double(out[i]), ref, accuracy: 1e-6 * max(1, abs(ref)))
+        }
+    }
+
+    /// PAGODA_BENCH=1: one layer of 512-token prefill attention (9 heads, 3 KV heads, d 64), 1 and 2 threads.
+    func testAttentionBench() {
+        guard ProcessInfo.processInfo.environment["PAGODA_BENCH"] == "1" else { return }
+        let heads = 9, kvHeads = 3, d = 64, bs = 16, n = 512
+        var rng = Rng(s: 5)
+        let rowStride = kvHeads * d
+        let keys = UnsafeMutablePointer<Float>.allocate(capacity: n * rowStride)
+        let values = UnsafeMutablePointer<Float>.allocate(capacity: n * rowStride)
+        defer { keys.deallocate(); values.deallocate() }
+        for i in 0..<n * rowStride { keys[i] = rng.float(); values[i] = rng.float() }
+        let q = (0..<n * heads * d).map { _ in rng.float() * 4 }
+        let seq = [AttentionSequence(tokenStart: 0, tokenCount: n, startPosition: 0, blockTable: (0..<Int32(n / bs)).map { $0 })]
+        for threads in [1, 2] {
+            var best = Double.infinity
+            for _ in 0..<5 {
+                let t0 = DispatchTime.now().uptimeNanoseconds
+                _ = runAttention(q: q, kv: LayerKV(keys: keys, values: values), sequences: seq, tokens: n, heads: heads,
+                                 kvHeads: kvHeads, headDim: d, blockSize: bs, threads: threads)
+                best = min(best, Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6)
+            }
+            print(String(format: "bench attention prefill 512 (one layer): %.2f ms, %d threads", best, threads))
+        }
+    }
+
+    func testKeyStoreLayout() {
+        let kvHeads = 2, headDim = 6, blockSize = 4, blocks = 3
+        let n = blocks * blockSize * kvHeads * headDim
+        let keys = UnsafeMutablePointer<Float>.allocate(capacity: n), values = UnsafeMutablePointer<Float>.allocate(capacity: n)
+        defer { keys.deallocate(); values.deallocate() }
+        keys.initialize(repeating: -1, count: n)
+        let kv = LayerKV(keys: keys, values: values)
+        for row in 0..<blocks * blockSize {
+            let k = (0..<kvHeads * headDim).map { Float(row * 100 + $0) }
+            kv.store(row: row, keys: k, values: k, kvHeads: kvHeads, headDim: headDim, blockSize: blockSize)
+        }
+        var seen = Set<Int>()
+        for row in 0..<blocks * blockSize {
+            for h in 0..<kvHeads {
+                for d in 0..<headDim {
+                    let i = LayerKV.keyIndex(row: row, head: h, dim: d, kvHeads: kvHeads, headDim: headDim, blockSize: blockSize)
+                    XCTAssertEqual(keys[i], Float(row * 100 + h * headDim + d))
+                    XCTAssertEqual(values[row * kvHeads * headDim + h * headDim + d], Float(row * 100 + h * headDim + d))
+                    // Each block's keys stay inside the block's range.
+                    XCTAssertEqual(i / (blockSize * kvHeads * headDim), row / blockSize)
+                    seen.insert(i)
+                }
+            }
+        }
+        XCTAssertEqual(seen.count, n)
     }
 }
