@@ -97,8 +97,7 @@ public func pagedAttention(q: UnsafePointer<Float>, out: UnsafeMutablePointer<Fl
             let scores = UnsafeMutablePointer<Float>.allocate(capacity: blockSize * headsPerItem)
             let acc = UnsafeMutablePointer<Float>.allocate(capacity: headDim * headsPerItem)
             let ms = UnsafeMutablePointer<Float>.allocate(capacity: headsPerItem)
-            // Softmax denominators: 16 lanes per head; slot j of every block adds to lane j % 16.
-            let ls = UnsafeMutablePointer<SIMD16<Float>>.allocate(capacity: headsPerItem)
+            let ls = UnsafeMutablePointer<Float>.allocate(capacity: headsPerItem)
             defer { scores.deallocate(); acc.deallocate(); ms.deallocate(); ls.deallocate() }
             let vectorBlocks = blockSize % 16 == 0
             for work in range {
@@ -114,7 +113,7 @@ public func pagedAttention(q: UnsafePointer<Float>, out: UnsafeMutablePointer<Fl
                 let kvh = h0 / group
                 acc.initialize(repeating: 0, count: headDim * headsPerItem)
                 ms.initialize(repeating: -Float.infinity, count: headsPerItem)
-                ls.initialize(repeating: SIMD16<Float>(), count: headsPerItem)
+                ls.initialize(repeating: 0, count: headsPerItem)
                 var pos = 0
                 while pos < context {
                     let block = Int(table[pos / blockSize])
@@ -126,9 +125,9 @@ public func pagedAttention(q: UnsafePointer<Float>, out: UnsafeMutablePointer<Fl
                     for gh in 0..<headsPerItem {
                         let sc = scores + gh * blockSize
                         let m = ms[gh]
+                        var blockMax = -Float.infinity
                         if vectorBlocks {
                             // 16 slots at a time; lanes past n are masked out (their scores are garbage).
-                            var blockMax = -Float.infinity
                             var j = 0
                             while j < n {
                                 var sv = UnsafeRawPointer(sc + j).loadUnaligned(as: SIMD16<Float>.self)
@@ -136,49 +135,29 @@ public func pagedAttention(q: UnsafePointer<Float>, out: UnsafeMutablePointer<Fl
                                 blockMax = max(blockMax, horizontalMax(sv))
                                 j += 16
                             }
-                            let newMax = max(m, blockMax)
-                            let correction = m == -Float.infinity ? 0 : expScalar(m - newMax)
-                            var l = ls[gh] * SIMD16<Float>(repeating: correction)
-                            let mv = SIMD16<Float>(repeating: newMax)
-                            j = 0
-                            while j < n {
-                                var p = expSIMD(UnsafeRawPointer(sc + j).loadUnaligned(as: SIMD16<Float>.self) - mv)
-                                p.replace(with: 0, where: laneIndex .>= SIMD16<Int32>(repeating: Int32(n - j)))
-                                UnsafeMutableRawPointer(sc + j).storeBytes(of: p, as: SIMD16<Float>.self)
-                                l += p
-                                j += 16
-                            }
-                            ls[gh] = l
-                            ms[gh] = newMax
-                            accumulateValues(acc: acc + gh * headDim, correction: correction, probs: sc,
-                                             values: kv.values + base, rowStride: rowStride, n: n, headDim: headDim)
                         } else {
-                            var blockMax = -Float.infinity
                             for j in 0..<n { blockMax = max(blockMax, sc[j]) }
-                            let newMax = max(m, blockMax)
-                            let correction = m == -Float.infinity ? 0 : expScalar(m - newMax)
-                            var l = ls[gh] * SIMD16<Float>(repeating: correction)
-                            for j in 0..<n {
-                                let p = expScalar(sc[j] - newMax)
-                                sc[j] = p
-                                l[j % 16] += p
-                            }
-                            ls[gh] = l
-                            ms[gh] = newMax
-                            accumulateValues(acc: acc + gh * headDim, correction: correction, probs: sc,
-                                             values: kv.values + base, rowStride: rowStride, n: n, headDim: headDim)
                         }
+                        let newMax = max(m, blockMax)
+                        let correction = m == -Float.infinity ? 0 : exp(m - newMax)
+                        var l = ls[gh] * correction
+                        // Probabilities in place of the scores, summed in key order.
+                        for j in 0..<n {
+                            let p = exp(sc[j] - newMax)
+                            l += p
+                            sc[j] = p
+                        }
+                        ls[gh] = l
+                        ms[gh] = newMax
+                        accumulateValues(acc: acc + gh * headDim, correction: correction, probs: sc,
+                                         values: kv.values + base, rowStride: rowStride, n: n, headDim: headDim)
                     }
                     pos += n
                 }
                 for gh in 0..<headsPerItem {
                     let o = out + tokenIndex * heads * headDim + (h0 + gh) * headDim
                     let a = acc + gh * headDim
-                    let l = ls[gh]
-                    let l8 = l.lowHalf + l.highHalf
-                    let l4 = l8.lowHalf + l8.highHalf
-                    let l2 = l4.lowHalf + l4.highHalf
-                    let inv = 1 / (l2[0] + l2[1])
+                    let inv = 1 / ls[gh]
                     for d in 0..<headDim { o[d] = a[d] * inv }
                 }
             }
@@ -191,32 +170,36 @@ public func pagedAttention(q: UnsafePointer<Float>, out: UnsafeMutablePointer<Fl
 }
 
 /// scores[gh·blockSize + j] for the `heads` query heads at `q` (consecutive, headDim apart) against the
-/// first `n` keys of one block of transposed keys ([dim][slot], `blockSize` slots). Each score is
-/// ((S0 + S1) + (S2 + S3))·scale with S_r = Σ over d ≡ r (mod 4), in order, of fma(q[d], k[d], S_r): 16 keys
-/// per vector when blockSize is a multiple of 16, the same operations one key at a time otherwise.
+/// first `n` keys of one block of transposed keys ([dim][slot], `blockSize` slots), in exactly the order of a
+/// row-major 16-lane dot product: lane i accumulates fma(q[16c + i], k[16c + i]) over chunks c, the lanes are
+/// summed in order (from −0), then the scalar tail Σ q[d]·k[d] (d past the last full chunk) is added and the
+/// result scaled. With transposed keys, 16 keys are computed per vector and no horizontal sum is needed.
 @inline(never)
 func attentionScores(q: UnsafePointer<Float>, heads: Int, keys: UnsafePointer<Float>, blockSize: Int, n: Int,
                      headDim: Int, scale: Float, scores: UnsafeMutablePointer<Float>) {
     typealias V = SIMD16<Float>
+    let full = headDim / 16 * 16
     if blockSize % 16 == 0 {
         var j0 = 0
         while j0 < n {
             let k = keys + j0
             for gh in 0..<heads {
                 let qh = q + gh * headDim
-                var s0 = V(), s1 = V(), s2 = V(), s3 = V()
-                var d = 0
-                while d + 4 <= headDim {
-                    s0.addProduct(V(repeating: qh[d]), UnsafeRawPointer(k + d * blockSize).loadUnaligned(as: V.self))
-                    s1.addProduct(V(repeating: qh[d + 1]), UnsafeRawPointer(k + (d + 1) * blockSize).loadUnaligned(as: V.self))
-                    s2.addProduct(V(repeating: qh[d + 2]), UnsafeRawPointer(k + (d + 2) * blockSize).loadUnaligned(as: V.self))
-                    s3.addProduct(V(repeating: qh[d + 3]), UnsafeRawPointer(k + (d + 3) * blockSize).loadUnaligned(as: V.self))
-                    d += 4
+                var r = V(repeating: -0.0)
+                for i in 0..<16 {
+                    var p = V()
+                    var d = i
+                    while d < full {
+                        p.addProduct(V(repeating: qh[d]), UnsafeRawPointer(k + d * blockSize).loadUnaligned(as: V.self))
+                        d += 16
+                    }
+                    r += p
                 }
-                if d < headDim { s0.addProduct(V(repeating: qh[d]), UnsafeRawPointer(k + d * blockSize).loadUnaligned(as: V.self)) }
-                if d + 1 < headDim { s1.addProduct(V(repeating: qh[d + 1]), UnsafeRawPointer(k + (d + 1) * blockSize).loadUnaligned(as: V.self)) }
-                if d + 2 < headDim { s2.addProduct(V(repeating: qh[d + 2]), UnsafeRawPointer(k + (d + 2) * blockSize).loadUnaligned(as: V.self)) }
-                let sc = ((s0 + s1) + (s2 + s3)) * V(repeating: scale)
+                var tail = V()
+                for d in full..<headDim {
+                    tail += V(repeating: qh[d]) * UnsafeRawPointer(k + d * blockSize).loadUnaligned(as: V.self)
+                }
+                let sc = (r + tail) * V(repeating: scale)
                 UnsafeMutableRawPointer(scores + gh * blockSize + j0).storeBytes(of: sc, as: V.self)
             }
             j0 += 16
@@ -225,17 +208,19 @@ func attentionScores(q: UnsafePointer<Float>, heads: Int, keys: UnsafePointer<Fl
         for j in 0..<n {
             for gh in 0..<heads {
                 let qh = q + gh * headDim
-                var s: (Float, Float, Float, Float) = (0, 0, 0, 0)
-                for d in 0..<headDim {
-                    let p = keys[d * blockSize + j]
-                    switch d & 3 {
-                    case 0: s.0 = s.0.addingProduct(qh[d], p)
-                    case 1: s.1 = s.1.addingProduct(qh[d], p)
-                    case 2: s.2 = s.2.addingProduct(qh[d], p)
-                    default: s.3 = s.3.addingProduct(qh[d], p)
+                var r: Float = -0.0
+                for i in 0..<16 {
+                    var p: Float = 0
+                    var d = i
+                    while d < full {
+                        p = p.addingProduct(qh[d], keys[d * blockSize + j])
+                        d += 16
                     }
+                    r += p
                 }
-                scores[gh * blockSize + j] = ((s.0 + s.1) + (s.2 + s.3)) * scale
+                var tail: Float = 0
+                for d in full..<headDim { tail += qh[d] * keys[d * blockSize + j] }
+                scores[gh * blockSize + j] = (r + tail) * scale
             }
         }
     }

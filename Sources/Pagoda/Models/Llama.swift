@@ -232,13 +232,13 @@ public final class LlamaModel: Sendable {
                 QuantizedMatrix.multiplyMany([.init(mg, y: g), .init(mu, y: u)], activations: qx, pool: pool) { rows in
                     for t in 0..<n {
                         let o = t * inter + rows.lowerBound
-                        siluMulFast(g + o, u + o, g + o, count: rows.count)
+                        siluMul(g + o, u + o, g + o, count: rows.count)
                     }
                 }
             } else {
                 layer.gate(xn, tokens: n, into: g, qx: qx, pool: pool)
                 layer.up(xn, tokens: n, into: u, qx: qx, pool: pool)
-                siluMulFast(g, u, g, count: n * inter)
+                siluMul(g, u, g, count: n * inter)
             }
             mark(.gateUp)
             quantizeInput(g, tokens: n, cols: inter, for: layer.down, into: qx, pool: pool)
