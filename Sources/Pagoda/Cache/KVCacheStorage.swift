@@ -1,5 +1,5 @@
 /// The memory behind the paged KV cache: for every layer, `blockCount` blocks of `blockSize` token slots,
-/// each slot holding the keys and values of all KV heads (fp32). Allocated once; blocks are handed out
+/// each slot holding the keys and values of all KV heads (fp32; keys transposed within a block, see `LayerKV`). Allocated once; blocks are handed out
 /// by the block pool, never per request.
 public final class KVCacheStorage: @unchecked Sendable {
     public let layerCount: Int

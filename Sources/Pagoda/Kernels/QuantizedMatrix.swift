@@ -147,6 +147,70 @@ public final class QuantizedMatrix: @unchecked Sendable {
         }
     }
 
+    /// Number of 16-row groups (the unit of work split across threads).
+    public var groupCount: Int { Int(desc.groups) }
+
+    /// One matrix of a `multiplyMany` call: y = a · Wᵀ (+ bias).
+    public struct Job {
+        public let matrix: QuantizedMatrix
+        public let y: UnsafeMutablePointer<Float>
+        public let bias: UnsafePointer<Float>?
+        public init(_ matrix: QuantizedMatrix, y: UnsafeMutablePointer<Float>, bias: UnsafePointer<Float>? = nil) {
+            self.matrix = matrix
+            self.y = y
+            self.bias = bias
+        }
+    }
+
+    @inline(__always) private func gemm(_ a: QuantizedActivations, _ y: UnsafeMutablePointer<Float>,
+                                        _ bias: UnsafePointer<Float>?, groups: Range<Int>) {
+        if groups.isEmpty { return }
+        withUnsafePointer(to: desc) { d in
+            pagoda_qgemm(d, a.q, a.dx, a.sx, a.dxs, Int64(a.tokens), y, Int64(rows),
+                         Int64(groups.lowerBound), Int64(groups.upperBound), bias)
+        }
+    }
+
+    /// Multiplies several matrices that read the same activations in one parallel region (one fork/join).
+    /// Every output element is computed exactly as by `multiply`, whichever thread computes it.
+    ///
+    /// Without `epilogue`, the row groups of all the matrices are split into chunks together. With it, the
+    /// matrices must have the same number of rows: each chunk computes the same rows of every matrix, then
+    /// runs `epilogue(rows)`, which may read and write exactly those rows (of every token) of the outputs.
+    public static func multiplyMany(_ jobs: [Job], activations a: QuantizedActivations, pool: ThreadPool,
+                                    epilogue: ((Range<Int>) -> Void)? = nil) {
+        if a.tokens == 0 || jobs.isEmpty { return }
+        for j in jobs { precondition(a.cols == j.matrix.cols, "activation width \(a.cols) != matrix columns \(j.matrix.cols)") }
+        jobs.withUnsafeBufferPointer { jobs in
+            if let epilogue {
+                let rows = jobs[0].matrix.rows
+                precondition(jobs.allSatisfy { $0.matrix.rows == rows }, "multiplyMany: epilogue needs equal row counts")
+                let groups = jobs[0].matrix.groupCount
+                let chunks = pool.chunkCount(for: groups)
+                pool.forEachChunk(chunks) { c in
+                    let lo = groups * c / chunks, hi = groups * (c + 1) / chunks
+                    if lo == hi { return }
+                    for j in jobs { j.matrix.gemm(a, j.y, j.bias, groups: lo..<hi) }
+                    epilogue(lo * groupRows..<min(hi * groupRows, rows))
+                }
+            } else {
+                let total = jobs.reduce(0) { $0 + $1.matrix.groupCount }
+                let chunks = pool.chunkCount(for: total)
+                pool.forEachChunk(chunks) { c in
+                    // Global group range of this chunk, mapped onto the matrices it spans.
+                    let lo = total * c / chunks, hi = total * (c + 1) / chunks
+                    var start = 0
+                    for j in jobs {
+                        let g = j.matrix.groupCount
+                        let a0 = max(lo, start), a1 = min(hi, start + g)
+                        if a0 < a1 { j.matrix.gemm(a, j.y, j.bias, groups: a0 - start..<a1 - start) }
+                        start += g
+                    }
+                }
+            }
+        }
+    }
+
     /// The code path in use (0 scalar, 1 AVX2, 2 AVX-512 VNNI).
     public static var isa: Int { Int(pagoda_q_isa()) }
     /// Forces a code path for tests (-1 restores detection).

@@ -25,6 +25,8 @@ public struct Linear: Sendable {
         bias = b.map { FloatBuffer($0.toFloats()) }
     }
 
+    var biasPointer: UnsafePointer<Float>? { bias.map { UnsafePointer($0.pointer) } }
+
     /// y = x·Wᵀ (+ b). `qx` must hold `x` quantized (see `quantizeInput`) when the layer is quantized.
     func callAsFunction(_ x: UnsafePointer<Float>, tokens: Int, into y: UnsafeMutablePointer<Float>,
                         qx: QuantizedActivations, pool: ThreadPool) {
@@ -127,21 +129,43 @@ public final class LlamaModel: Sendable {
         invFreq = FloatBuffer(freqs)
     }
 
+    /// Activation buffers reused across forward passes (one per concurrent caller).
+    private let workspaceLock = NSLock()
+    private nonisolated(unsafe) var idleWorkspaces: [ForwardWorkspace] = []
+
+    private func borrowWorkspace() -> ForwardWorkspace {
+        workspaceLock.lock()
+        defer { workspaceLock.unlock() }
+        return idleWorkspaces.popLast() ?? ForwardWorkspace()
+    }
+
+    private func returnWorkspace(_ w: ForwardWorkspace) {
+        workspaceLock.lock()
+        idleWorkspaces.append(w)
+        workspaceLock.unlock()
+    }
+
     /// Runs the batch: writes its keys and values into `cache` and returns the logits of `batch.logitRows`,
     /// `[logitRows.count × vocabSize]`.
     public func forward(_ batch: ForwardBatch, cache: KVCacheStorage, pool: ThreadPool) -> [Float] {
         let c = config
         let n = batch.tokens.count
         let h = c.hiddenSize, qDim = c.headCount * c.headDim, kvDim = c.kvHeadCount * c.headDim
-        let x = FloatBuffer(count: n * h), xn = FloatBuffer(count: n * h)
-        let q = FloatBuffer(count: n * qDim), k = FloatBuffer(count: n * kvDim), v = FloatBuffer(count: n * kvDim)
-        let attn = FloatBuffer(count: n * qDim), tmp = FloatBuffer(count: n * h)
-        let g = FloatBuffer(count: n * c.intermediateSize), u = FloatBuffer(count: n * c.intermediateSize)
-        let qx = QuantizedActivations()
+        let inter = c.intermediateSize
+        let ws = borrowWorkspace()
+        defer { returnWorkspace(ws) }
+        ws.reserve(tokens: max(n, batch.logitRows.count), config: c)
+        let x = ws.x, xn = ws.xn, q = ws.q, k = ws.k, v = ws.v, attn = ws.attn, tmp = ws.tmp, g = ws.g, u = ws.u
+        let qx = ws.qx
+        let prof = ForwardProfile.enabled
+        var clock = prof ? ForwardProfile.now() : 0
+        @inline(__always) func mark(_ op: ForwardProfile.Op) {
+            if prof { let t = ForwardProfile.now(); ForwardProfile.add(op, t - clock); clock = t }
+        }
 
         for (i, tok) in batch.tokens.enumerated() {
             precondition(Int(tok) >= 0 && Int(tok) < c.vocabSize, "token id \(tok) out of range")
-            (x.pointer + i * h).update(from: embedding.pointer + Int(tok) * h, count: h)
+            (x + i * h).update(from: embedding.pointer + Int(tok) * h, count: h)
         }
         // Slot of each new token in the paged cache.
         var slots = [Int](repeating: 0, count: n)
@@ -151,58 +175,163 @@ public final class LlamaModel: Sendable {
                 slots[s.tokenStart + t] = Int(s.blockTable[pos / cache.blockSize]) * cache.blockSize + pos % cache.blockSize
             }
         }
+        // RoPE cos/sin of every token's position, once for all layers.
         batch.positions.withUnsafeBufferPointer { positions in
-            for (li, layer) in layers.enumerated() {
-                rmsNorm(x.pointer, layer.attnNorm.pointer, xn.pointer, tokens: n, n: h, eps: c.rmsNormEps)
-                quantizeInput(xn.pointer, tokens: n, cols: h, for: layer.wq, layer.wk, layer.wv, into: qx, pool: pool)
-                layer.wq(xn.pointer, tokens: n, into: q.pointer, qx: qx, pool: pool)
-                layer.wk(xn.pointer, tokens: n, into: k.pointer, qx: qx, pool: pool)
-                layer.wv(xn.pointer, tokens: n, into: v.pointer, qx: qx, pool: pool)
-                if let qn = layer.qNorm, let kn = layer.kNorm {
-                    rmsNorm(q.pointer, qn.pointer, q.pointer, tokens: n * c.headCount, n: c.headDim, eps: c.rmsNormEps)
-                    rmsNorm(k.pointer, kn.pointer, k.pointer, tokens: n * c.kvHeadCount, n: c.headDim, eps: c.rmsNormEps)
-                }
-                applyRope(q.pointer, tokens: n, heads: c.headCount, headDim: c.headDim, stride: qDim,
-                          positions: positions.baseAddress!, invFreq: invFreq.pointer, style: c.ropeStyle)
-                applyRope(k.pointer, tokens: n, heads: c.kvHeadCount, headDim: c.headDim, stride: kvDim,
-                          positions: positions.baseAddress!, invFreq: invFreq.pointer, style: c.ropeStyle)
-                let kvLayer = cache.layers[li]
-                for t in 0..<n {
-                    (kvLayer.keys + slots[t] * kvDim).update(from: k.pointer + t * kvDim, count: kvDim)
-                    (kvLayer.values + slots[t] * kvDim).update(from: v.pointer + t * kvDim, count: kvDim)
-                }
-                pagedAttention(q: q.pointer, out: attn.pointer, kv: kvLayer, sequences: batch.sequences,
-                               heads: c.headCount, kvHeads: c.kvHeadCount, headDim: c.headDim,
-                               blockSize: cache.blockSize, pool: pool)
-                quantizeInput(attn.pointer, tokens: n, cols: qDim, for: layer.wo, into: qx, pool: pool)
-                layer.wo(attn.pointer, tokens: n, into: tmp.pointer, qx: qx, pool: pool)
-                addInPlace(x.pointer, tmp.pointer, count: n * h)
-                rmsNorm(x.pointer, layer.ffnNorm.pointer, xn.pointer, tokens: n, n: h, eps: c.rmsNormEps)
-                quantizeInput(xn.pointer, tokens: n, cols: h, for: layer.gate, layer.up, into: qx, pool: pool)
-                layer.gate(xn.pointer, tokens: n, into: g.pointer, qx: qx, pool: pool)
-                layer.up(xn.pointer, tokens: n, into: u.pointer, qx: qx, pool: pool)
-                siluMul(g.pointer, u.pointer, g.pointer, count: n * c.intermediateSize)
-                quantizeInput(g.pointer, tokens: n, cols: c.intermediateSize, for: layer.down, into: qx, pool: pool)
-                layer.down(g.pointer, tokens: n, into: tmp.pointer, qx: qx, pool: pool)
-                addInPlace(x.pointer, tmp.pointer, count: n * h)
+            ropeTables(positions: positions.baseAddress!, tokens: n, invFreq: invFreq.pointer, half: c.headDim / 2,
+                       cos: ws.ropeCos, sin: ws.ropeSin)
+        }
+        mark(.other)
+        for (li, layer) in layers.enumerated() {
+            rmsNorm(x, layer.attnNorm.pointer, xn, tokens: n, n: h, eps: c.rmsNormEps)
+            quantizeInput(xn, tokens: n, cols: h, for: layer.wq, layer.wk, layer.wv, into: qx, pool: pool)
+            mark(.norm)
+            if let mq = layer.wq.quantized, let mk = layer.wk.quantized, let mv = layer.wv.quantized {
+                QuantizedMatrix.multiplyMany([.init(mq, y: q, bias: layer.wq.biasPointer),
+                                              .init(mk, y: k, bias: layer.wk.biasPointer),
+                                              .init(mv, y: v, bias: layer.wv.biasPointer)], activations: qx, pool: pool)
+            } else {
+                layer.wq(xn, tokens: n, into: q, qx: qx, pool: pool)
+                layer.wk(xn, tokens: n, into: k, qx: qx, pool: pool)
+                layer.wv(xn, tokens: n, into: v, qx: qx, pool: pool)
             }
+            mark(.qkv)
+            if let qn = layer.qNorm, let kn = layer.kNorm {
+                rmsNorm(q, qn.pointer, q, tokens: n * c.headCount, n: c.headDim, eps: c.rmsNormEps)
+                rmsNorm(k, kn.pointer, k, tokens: n * c.kvHeadCount, n: c.headDim, eps: c.rmsNormEps)
+            }
+            applyRope(q, tokens: n, heads: c.headCount, headDim: c.headDim, stride: qDim,
+                      cos: ws.ropeCos, sin: ws.ropeSin, style: c.ropeStyle)
+            applyRope(k, tokens: n, heads: c.kvHeadCount, headDim: c.headDim, stride: kvDim,
+                      cos: ws.ropeCos, sin: ws.ropeSin, style: c.ropeStyle)
+            let kvLayer = cache.layers[li]
+            for t in 0..<n {
+                kvLayer.store(row: slots[t], keys: k + t * kvDim, values: v + t * kvDim, kvHeads: c.kvHeadCount,
+                              headDim: c.headDim, blockSize: cache.blockSize)
+            }
+            mark(.rope)
+            pagedAttention(q: q, out: attn, kv: kvLayer, sequences: batch.sequences,
+                           heads: c.headCount, kvHeads: c.kvHeadCount, headDim: c.headDim,
+                           blockSize: cache.blockSize, pool: pool)
+            mark(.attention)
+            quantizeInput(attn, tokens: n, cols: qDim, for: layer.wo, into: qx, pool: pool)
+            if let mo = layer.wo.quantized {
+                // o_proj with the residual add fused: each thread adds the rows it computed.
+                QuantizedMatrix.multiplyMany([.init(mo, y: tmp, bias: layer.wo.biasPointer)], activations: qx, pool: pool) { rows in
+                    for t in 0..<n { addInPlace(x + t * h + rows.lowerBound, tmp + t * h + rows.lowerBound, count: rows.count) }
+                }
+            } else {
+                layer.wo(attn, tokens: n, into: tmp, qx: qx, pool: pool)
+                addInPlace(x, tmp, count: n * h)
+            }
+            mark(.oProj)
+            rmsNorm(x, layer.ffnNorm.pointer, xn, tokens: n, n: h, eps: c.rmsNormEps)
+            quantizeInput(xn, tokens: n, cols: h, for: layer.gate, layer.up, into: qx, pool: pool)
+            mark(.norm)
+            if let mg = layer.gate.quantized, let mu = layer.up.quantized {
+                // gate and up in one region, SiLU(gate)·up fused: each thread combines the rows it computed.
+                QuantizedMatrix.multiplyMany([.init(mg, y: g), .init(mu, y: u)], activations: qx, pool: pool) { rows in
+                    for t in 0..<n {
+                        let o = t * inter + rows.lowerBound
+                        siluMul(g + o, u + o, g + o, count: rows.count)
+                    }
+                }
+            } else {
+                layer.gate(xn, tokens: n, into: g, qx: qx, pool: pool)
+                layer.up(xn, tokens: n, into: u, qx: qx, pool: pool)
+                siluMul(g, u, g, count: n * inter)
+            }
+            mark(.gateUp)
+            quantizeInput(g, tokens: n, cols: inter, for: layer.down, into: qx, pool: pool)
+            if let md = layer.down.quantized {
+                QuantizedMatrix.multiplyMany([.init(md, y: tmp, bias: layer.down.biasPointer)], activations: qx, pool: pool) { rows in
+                    for t in 0..<n { addInPlace(x + t * h + rows.lowerBound, tmp + t * h + rows.lowerBound, count: rows.count) }
+                }
+            } else {
+                layer.down(g, tokens: n, into: tmp, qx: qx, pool: pool)
+                addInPlace(x, tmp, count: n * h)
+            }
+            mark(.down)
         }
         let m = batch.logitRows.count
         if m == 0 { return [] }
-        let sel = FloatBuffer(count: m * h)
+        let sel = ws.xn
         for (i, row) in batch.logitRows.enumerated() {
-            (sel.pointer + i * h).update(from: x.pointer + row * h, count: h)
+            (sel + i * h).update(from: x + row * h, count: h)
         }
-        rmsNorm(sel.pointer, outputNorm.pointer, sel.pointer, tokens: m, n: h, eps: c.rmsNormEps)
-        var logits = [Float](repeating: 0, count: m * c.vocabSize)
-        logits.withUnsafeMutableBufferPointer { out in
+        rmsNorm(sel, outputNorm.pointer, sel, tokens: m, n: h, eps: c.rmsNormEps)
+        let logits = [Float](unsafeUninitializedCapacity: m * c.vocabSize) { out, count in
             if let head = lmHead {
-                quantizeInput(sel.pointer, tokens: m, cols: h, for: head, into: qx, pool: pool)
-                head(sel.pointer, tokens: m, into: out.baseAddress!, qx: qx, pool: pool)
+                quantizeInput(sel, tokens: m, cols: h, for: head, into: qx, pool: pool)
+                head(sel, tokens: m, into: out.baseAddress!, qx: qx, pool: pool)
             } else {
-                matmulF32(x: sel.pointer, tokens: m, w: embedding.pointer, rows: c.vocabSize, cols: h, y: out.baseAddress!, pool: pool)
+                matmulF32(x: sel, tokens: m, w: embedding.pointer, rows: c.vocabSize, cols: h, y: out.baseAddress!, pool: pool)
             }
+            count = m * c.vocabSize
         }
+        mark(.lmHead)
+        if prof { ForwardProfile.endForward(tokens: n) }
         return logits
+    }
+}
+
+/// The activation buffers of a forward pass, grown to the largest batch seen.
+final class ForwardWorkspace: @unchecked Sendable {
+    private(set) var tokens = 0
+    private var buffers: [UnsafeMutablePointer<Float>] = []
+    var x: UnsafeMutablePointer<Float> { buffers[0] }
+    var xn: UnsafeMutablePointer<Float> { buffers[1] }
+    var q: UnsafeMutablePointer<Float> { buffers[2] }
+    var k: UnsafeMutablePointer<Float> { buffers[3] }
+    var v: UnsafeMutablePointer<Float> { buffers[4] }
+    var attn: UnsafeMutablePointer<Float> { buffers[5] }
+    var tmp: UnsafeMutablePointer<Float> { buffers[6] }
+    var g: UnsafeMutablePointer<Float> { buffers[7] }
+    var u: UnsafeMutablePointer<Float> { buffers[8] }
+    var ropeCos: UnsafeMutablePointer<Float> { buffers[9] }
+    var ropeSin: UnsafeMutablePointer<Float> { buffers[10] }
+    let qx = QuantizedActivations()
+
+    func reserve(tokens n: Int, config c: ModelConfig) {
+        if n <= tokens { return }
+        let cap = max(n, tokens * 2, 1)
+        for b in buffers { b.deallocate() }
+        let h = c.hiddenSize, qDim = c.headCount * c.headDim, kvDim = c.kvHeadCount * c.headDim
+        let widths = [h, h, qDim, kvDim, kvDim, qDim, h, c.intermediateSize, c.intermediateSize,
+                      c.headDim / 2, c.headDim / 2]
+        buffers = widths.map { w in
+            let raw = UnsafeMutableRawPointer.allocate(byteCount: max(1, cap * w) * 4, alignment: 64)
+            let p = raw.bindMemory(to: Float.self, capacity: max(1, cap * w))
+            p.initialize(repeating: 0, count: max(1, cap * w))
+            return p
+        }
+        tokens = cap
+    }
+
+    deinit { for b in buffers { b.deallocate() } }
+}
+
+/// Per-op wall time of `forward`, enabled by `PAGODA_PROFILE=1` (single caller; for benchmarks).
+enum ForwardProfile {
+    enum Op: Int, CaseIterable { case other, norm, qkv, rope, attention, oProj, gateUp, down, lmHead }
+    static let enabled = ProcessInfo.processInfo.environment["PAGODA_PROFILE"] == "1"
+    nonisolated(unsafe) static var totals = [UInt64](repeating: 0, count: Op.allCases.count)
+    nonisolated(unsafe) static var forwards = 0
+    nonisolated(unsafe) static var tokens = 0
+
+    @inline(__always) static func now() -> UInt64 { DispatchTime.now().uptimeNanoseconds }
+    static func add(_ op: Op, _ ns: UInt64) { totals[op.rawValue] += ns }
+    static func endForward(tokens n: Int) { forwards += 1; tokens += n }
+
+    /// A one-line summary (ms per forward for each op), and resets the counters.
+    public static func report() -> String {
+        let f = max(1, forwards)
+        let parts = Op.allCases.map { String(format: "%@ %.3f", "\($0)", Double(totals[$0.rawValue]) / 1e6 / Double(f)) }
+        let total = Double(totals.reduce(0, +)) / 1e6 / Double(f)
+        let line = "profile (ms per forward, \(forwards) forwards, \(tokens) tokens): " + parts.joined(separator: ", ")
+            + String(format: ", total %.3f", total)
+        totals = [UInt64](repeating: 0, count: Op.allCases.count)
+        forwards = 0
+        tokens = 0
+        return line
     }
 }

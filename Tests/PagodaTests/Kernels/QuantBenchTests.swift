@@ -30,6 +30,7 @@ final class QuantBenchTests: XCTestCase {
                 best = min(best, now() - t0)
             }
             let prefill = Double(n) / best
+            if ForwardProfile.enabled { print("prefill " + ForwardProfile.report()) }
             // decode: 128 single-token steps after a 16-token prompt
             let steps = 128, total = 16 + steps
             let blocks = (total + bs - 1) / bs
@@ -47,6 +48,7 @@ final class QuantBenchTests: XCTestCase {
                 tok = Int32(logits.indices.max { logits[$0] < logits[$1] }!)
             }
             let decode = Double(steps) / (now() - t0)
+            if ForwardProfile.enabled { print("decode " + ForwardProfile.report()) }
             print(String(format: "bench %@: decode %.1f tok/s (1 sequence, 128 steps), prefill %.1f tok/s (512-token prompt), %d threads",
                          name, decode, prefill, threads))
         }
