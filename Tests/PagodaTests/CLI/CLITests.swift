@@ -45,29 +45,43 @@ final class CLITests: XCTestCase {
         XCTAssertTrue(e.stderr.contains(bad.path) && e.stderr.contains("line"), e.stderr)
     }
 
+    /// `generate --json` reports ids and per-step top logprobs; its greedy continuation passes the closeness rule
+    /// against Transformers (the default path multiplies with int8-quantized activations, as llama.cpp does).
     func testGenerateJSONMatchesGreedyReference() throws {
         let rec = try Golden.jsonLines("hf/greedy.jsonl")[0]
-        let ref = (rec["output_ids"] as! [Any]).ints
         let r = try CLIRunner.run(["generate", "--prompt", rec["prompt"] as! String, "--max-tokens", "12", "--json", "--logprobs", "5"])
         XCTAssertEqual(r.status, 0, r.stderr)
         let obj = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [String: Any]
         XCTAssertEqual((obj["prompt_ids"] as! [Any]).ints, (rec["prompt_ids"] as! [Any]).ints)
-        XCTAssertEqual((obj["output_ids"] as! [Any]).ints, Array(ref.prefix(12)))
+        let out = (obj["output_ids"] as! [Any]).ints
         let steps = obj["steps"] as! [[String: Any]]
         XCTAssertEqual(steps.count, 12)
+        XCTAssertEqual(steps.map { ($0["id"] as! NSNumber).intValue }, out)
         let refSteps = rec["steps"] as! [[String: Any]]
         for (a, b) in zip(steps, refSteps) {
-            XCTAssertEqual((a["id"] as! NSNumber).intValue, (b["id"] as! NSNumber).intValue)
-            XCTAssertEqual((a["logprob"] as! NSNumber).doubleValue, (b["logprob"] as! NSNumber).doubleValue, accuracy: 0.05)
-            XCTAssertEqual((a["top"] as! [Any]).count, 5)
+            let ours = (a["id"] as! NSNumber).intValue, theirs = (b["id"] as! NSNumber).intValue
+            let ourTop = (a["top"] as! [[Any]]).map { ($0[0] as! NSNumber).intValue }
+            let refTop = (b["top"] as! [[Any]]).map { ($0[0] as! NSNumber).intValue }
+            XCTAssertEqual(ourTop.count, 5)
+            XCTAssertEqual(ourTop[0], ours)
+            if ours != theirs {
+                XCTAssertTrue(refTop.contains(ours) && ourTop.contains(theirs), "diverged beyond the top 5: \(ours) vs \(theirs)")
+                break
+            }
+            XCTAssertEqual((a["logprob"] as! NSNumber).doubleValue, (b["logprob"] as! NSNumber).doubleValue, accuracy: 0.35)
         }
-        XCTAssertEqual(obj["output_text"] as? String, EngineFixtures.smol.tokenizer.decode(Array(ref.prefix(12))))
+        XCTAssertEqual(obj["output_text"] as? String, EngineFixtures.smol.tokenizer.decode(out))
     }
 
     func testGenerateStreamsTextAndChat() throws {
         let r = try CLIRunner.run(["generate", "--prompt", "What is the capital of France?", "--chat", "--max-tokens", "16"])
         XCTAssertEqual(r.status, 0, r.stderr)
-        XCTAssertTrue(r.stdout.contains("Paris"), r.stdout)
+        XCTAssertFalse(r.stdout.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty)
+        // With fp32 weights and activations the answer is the reference model's.
+        let f = try CLIRunner.run(["generate", "--prompt", "What is the capital of France?", "--chat", "--max-tokens", "16"],
+                                  environment: ["PAGODA_FP32_WEIGHTS": "1"])
+        XCTAssertEqual(f.status, 0, f.stderr)
+        XCTAssertTrue(f.stdout.contains("Paris"), f.stdout)
     }
 
     func testBadInputsGiveClearErrors() throws {
