@@ -80,7 +80,7 @@ struct BenchLatencyCommand: ParsableCommand {
         let core = try EngineCore(loaded: loaded, config: config)
         var latencies: [Double] = [], prefillTimes: [Double] = [], decodeTimes: [Double] = []
         for iter in 0..<(numItersWarmup + numIters) {
-            let start = monotonicClock()
+            let start = monotonicNow()
             for (i, p) in prompts.enumerated() {
                 try core.add(EngineRequest(id: "lat-\(iter)-\(i)", promptTokenIds: p, params: params))
             }
@@ -90,10 +90,10 @@ struct BenchLatencyCommand: ParsableCommand {
                 if prefillDone == nil {
                     // The batch's first tokens are out once no sequence is still waiting for its first token.
                     let pending = core.scheduler.waiting.count + core.scheduler.running.filter { $0.outputTokenIds.isEmpty }.count
-                    if pending == 0 { prefillDone = monotonicClock() }
+                    if pending == 0 { prefillDone = monotonicNow() }
                 }
             }
-            let end = monotonicClock()
+            let end = monotonicNow()
             if iter >= numItersWarmup {
                 latencies.append(end - start)
                 prefillTimes.append((prefillDone ?? end) - start)
@@ -142,9 +142,9 @@ struct BenchThroughputCommand: ParsableCommand {
         var config = engine.engineConfig(batch: numPrompts, inputLen: inputLen, outputLen: outputLen)
         config.maxNumSeqs = engine.maxNumSeqs ?? min(numPrompts, 256)
         let llm = try LLM(loaded: loaded, config: config)
-        let start = monotonicClock()
+        let start = monotonicNow()
         let results = try llm.generate(promptTokenIds: prompts, params)
-        let elapsed = monotonicClock() - start
+        let elapsed = monotonicNow() - start
         let outputTokens = results.reduce(0) { $0 + $1.outputs.reduce(0) { $0 + $1.tokenIds.count } }
         let promptTokens = prompts.reduce(0) { $0 + $1.count }
         let latencies = results.flatMap { $0.metrics.map { $0.finished - $0.arrival } }
@@ -169,10 +169,4 @@ struct BenchThroughputCommand: ParsableCommand {
                                percentile(ttfts, 50), percentile(ttfts, 99)))
         }
     }
-}
-
-func monotonicClock() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
 }

@@ -80,7 +80,7 @@ public struct RequestOutput: Sendable {
 }
 
 /// Monotonic seconds.
-@inline(__always) func monotonicNow() -> Double {
+@inline(__always) public func monotonicNow() -> Double {
     var ts = timespec()
     clock_gettime(CLOCK_MONOTONIC, &ts)
     return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9

@@ -40,6 +40,25 @@ public struct Linear: Sendable {
     }
 }
 
+extension Linear {
+    /// residual += x·Wᵀ (+ b), through `scratch`. When the layer is quantized the add is fused into the
+    /// multiply: each thread adds the output rows it computed.
+    func addProjection(_ x: UnsafePointer<Float>, tokens: Int, to residual: UnsafeMutablePointer<Float>,
+                       scratch: UnsafeMutablePointer<Float>, qx: QuantizedActivations, pool: ThreadPool) {
+        let h = outFeatures
+        if let m = quantized {
+            QuantizedMatrix.multiplyMany([.init(m, y: scratch, bias: biasPointer)], activations: qx, pool: pool) { rows in
+                for t in 0..<tokens {
+                    addInPlace(residual + t * h + rows.lowerBound, scratch + t * h + rows.lowerBound, count: rows.count)
+                }
+            }
+        } else {
+            self(x, tokens: tokens, into: scratch, qx: qx, pool: pool)
+            addInPlace(residual, scratch, count: tokens * h)
+        }
+    }
+}
+
 /// Quantizes `x` into `qx` once for all the quantized layers among `layers` that read it.
 func quantizeInput(_ x: UnsafePointer<Float>, tokens: Int, cols: Int, for layers: Linear..., into qx: QuantizedActivations,
                    pool: ThreadPool) {
@@ -214,15 +233,7 @@ public final class LlamaModel: Sendable {
                            blockSize: cache.blockSize, pool: pool)
             mark(.attention)
             quantizeInput(attn, tokens: n, cols: qDim, for: layer.wo, into: qx, pool: pool)
-            if let mo = layer.wo.quantized {
-                // o_proj with the residual add fused: each thread adds the rows it computed.
-                QuantizedMatrix.multiplyMany([.init(mo, y: tmp, bias: layer.wo.biasPointer)], activations: qx, pool: pool) { rows in
-                    for t in 0..<n { addInPlace(x + t * h + rows.lowerBound, tmp + t * h + rows.lowerBound, count: rows.count) }
-                }
-            } else {
-                layer.wo(attn, tokens: n, into: tmp, qx: qx, pool: pool)
-                addInPlace(x, tmp, count: n * h)
-            }
+            layer.wo.addProjection(attn, tokens: n, to: x, scratch: tmp, qx: qx, pool: pool)
             mark(.oProj)
             rmsNorm(x, layer.ffnNorm.pointer, xn, tokens: n, n: h, eps: c.rmsNormEps)
             quantizeInput(xn, tokens: n, cols: h, for: layer.gate, layer.up, into: qx, pool: pool)
@@ -242,14 +253,7 @@ public final class LlamaModel: Sendable {
             }
             mark(.gateUp)
             quantizeInput(g, tokens: n, cols: inter, for: layer.down, into: qx, pool: pool)
-            if let md = layer.down.quantized {
-                QuantizedMatrix.multiplyMany([.init(md, y: tmp, bias: layer.down.biasPointer)], activations: qx, pool: pool) { rows in
-                    for t in 0..<n { addInPlace(x + t * h + rows.lowerBound, tmp + t * h + rows.lowerBound, count: rows.count) }
-                }
-            } else {
-                layer.down(g, tokens: n, into: tmp, qx: qx, pool: pool)
-                addInPlace(x, tmp, count: n * h)
-            }
+            layer.down.addProjection(g, tokens: n, to: x, scratch: tmp, qx: qx, pool: pool)
             mark(.down)
         }
         let m = batch.logitRows.count

@@ -3,11 +3,9 @@ import XCTest
 @testable import Pagoda
 
 enum TokTestPaths {
-    /// The package root (…/Tests/PagodaTests/Tokenization/this file → three levels up).
-    static let packageRoot: URL = URL(fileURLWithPath: #filePath)
-        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-    static let golden: URL = packageRoot.deletingLastPathComponent().appendingPathComponent("shared/golden")
-    static let smolLM = packageRoot.appendingPathComponent("models/SmolLM2-135M-Instruct.Q4_1.gguf")
+    static var packageRoot: URL { Golden.packageRoot }
+    static var golden: URL { Golden.root }
+    static var smolLM: URL { URL(fileURLWithPath: Golden.defaultModelPath) }
 
     static func requireFile(_ url: URL) throws {
         guard FileManager.default.fileExists(atPath: url.path) else {
