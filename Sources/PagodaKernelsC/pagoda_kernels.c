@@ -13,7 +13,47 @@
 // ---------------------------------------------------------------------------------------------------------
 // Activation quantization: x ≈ dx·q, q = rint(x·127/amax) ∈ [-127, 127].
 
+static int detected_isa(void);
+int pagoda_q_isa(void);
+
+#ifdef PQ_X86
+/// The same arithmetic as the scalar loop below, 32 values in two vectors (max and rounding are exact).
+__attribute__((target("avx512f,avx512bw,avx512vl"))) __attribute__((noinline))
+static void quantize_q8_512(const float *x, int64_t tokens, int64_t cols, int8_t *q, float *dx, int32_t *sx, float *dxs) {
+    const int64_t nb = cols / 32;
+    const __m512 lim = _mm512_set1_ps(127.0f), nlim = _mm512_set1_ps(-127.0f);
+    for (int64_t t = 0; t < tokens; t++) {
+        for (int64_t b = 0; b < nb; b++) {
+            const float *xb = x + t * cols + b * 32;
+            int8_t *qb = q + t * cols + b * 32;
+            const __m512 a = _mm512_loadu_ps(xb), c = _mm512_loadu_ps(xb + 16);
+            const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(a), _mm512_abs_ps(c)));
+            const float d = amax / 127.0f;
+            const float id = amax > 0.0f ? 127.0f / amax : 0.0f;
+            const __m512 iv = _mm512_set1_ps(id);
+            __m512 ra = _mm512_roundscale_ps(_mm512_mul_ps(a, iv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            __m512 rc = _mm512_roundscale_ps(_mm512_mul_ps(c, iv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            ra = _mm512_min_ps(lim, _mm512_max_ps(nlim, ra));
+            rc = _mm512_min_ps(lim, _mm512_max_ps(nlim, rc));
+            const __m512i ia = _mm512_cvtps_epi32(ra), ic = _mm512_cvtps_epi32(rc);
+            _mm_storeu_si128((__m128i *)qb, _mm512_cvtepi32_epi8(ia));
+            _mm_storeu_si128((__m128i *)(qb + 16), _mm512_cvtepi32_epi8(ic));
+            const int32_t s = _mm512_reduce_add_epi32(_mm512_add_epi32(ia, ic));
+            dx[t * nb + b] = d;
+            sx[t * nb + b] = s;
+            dxs[t * nb + b] = d * (float)s;
+        }
+    }
+}
+#endif
+
 void pagoda_quantize_q8(const float *x, int64_t tokens, int64_t cols, int8_t *q, float *dx, int32_t *sx, float *dxs) {
+#ifdef PQ_X86
+    if (pagoda_q_isa() == 2) {
+        quantize_q8_512(x, tokens, cols, q, dx, sx, dxs);
+        return;
+    }
+#endif
     const int64_t nb = cols / 32;
     for (int64_t t = 0; t < tokens; t++) {
         for (int64_t b = 0; b < nb; b++) {
@@ -38,12 +78,50 @@ void pagoda_quantize_q8(const float *x, int64_t tokens, int64_t cols, int8_t *q,
 }
 
 // ---------------------------------------------------------------------------------------------------------
+// Block layout helpers.
+
+/// Exact fp16 → fp32 (every fp16 value, subnormals included, is a float).
+static inline float half_to_float(uint16_t h) {
+    const uint32_t sign = (uint32_t)(h & 0x8000) << 16;
+    const uint32_t exp = (h >> 10) & 0x1f, man = h & 0x3ff;
+    uint32_t bits;
+    if (exp == 0x1f) bits = sign | 0x7f800000u | (man << 13);
+    else if (exp != 0) bits = sign | ((exp + 112) << 23) | (man << 13);
+    else if (man == 0) bits = sign;
+    else {
+        int e = -1;
+        uint32_t m = man;
+        do { e++; m <<= 1; } while ((m & 0x400) == 0);
+        bits = sign | ((uint32_t)(112 - e) << 23) | ((m & 0x3ff) << 13);
+    }
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+/// Byte size of one d (or m) vector of a block, and the offset of the weight codes.
+static inline int64_t scales_bytes(const pagoda_qmat *m) { return m->half_scales ? 32 : 64; }
+static inline int64_t codes_offset(const pagoda_qmat *m) { return scales_bytes(m) * (m->has_min ? 2 : 1); }
+
+static inline float scale_at(const uint8_t *p, int half, int i) {
+    if (half) {
+        uint16_t h;
+        memcpy(&h, p + 2 * i, 2);
+        return half_to_float(h);
+    }
+    float f;
+    memcpy(&f, p + 4 * i, 4);
+    return f;
+}
+
+// ---------------------------------------------------------------------------------------------------------
 // Scalar reference path.
 
 static void qgemm_scalar(const pagoda_qmat *m, const int8_t *q, const float *dx, const int32_t *sx, const float *dxs,
                          int64_t tokens, float *y, int64_t ldy, int64_t g0, int64_t g1, const float *bias) {
     const int64_t nb = m->blocks, cols = m->cols;
-    const int64_t wofs = m->has_min ? 128 : 64;
+    const int64_t wofs = codes_offset(m), sbytes = scales_bytes(m);
+    const int half = m->half_scales;
     for (int64_t g = g0; g < g1; g++) {
         const uint8_t *gbase = m->data + g * nb * m->block_bytes;
         for (int64_t t = 0; t < tokens; t++) {
@@ -51,8 +129,6 @@ static void qgemm_scalar(const pagoda_qmat *m, const int8_t *q, const float *dx,
             for (int i = 0; i < PAGODA_Q_ROWS; i++) acc[i] = 0.0f;
             for (int64_t b = 0; b < nb; b++) {
                 const uint8_t *blk = gbase + b * m->block_bytes;
-                const float *wd = (const float *)blk;
-                const float *wm = (const float *)(blk + 64);
                 const uint8_t *w = blk + wofs;
                 const int8_t *xb = q + t * cols + b * 32;
                 const float xd = dx[t * nb + b];
@@ -67,9 +143,9 @@ static void qgemm_scalar(const pagoda_qmat *m, const int8_t *q, const float *dx,
                         }
                     }
                     isum -= m->offset * sx[t * nb + b];
-                    const float dd = wd[i] * xd;
+                    const float dd = scale_at(blk, half, i) * xd;
                     acc[i] = fmaf((float)isum, dd, acc[i]);
-                    if (m->has_min) acc[i] = fmaf(wm[i], dxs[t * nb + b], acc[i]);
+                    if (m->has_min) acc[i] = fmaf(scale_at(blk + sbytes, half, i), dxs[t * nb + b], acc[i]);
                 }
             }
             for (int i = 0; i < PAGODA_Q_ROWS; i++) {
@@ -94,20 +170,25 @@ T512 INL __m512i bcast4(const int8_t *p) {
     return _mm512_set1_epi32(v);
 }
 
+/// 16 scales (fp16 or fp32) as floats.
+T512 INL __m512 scales512(const uint8_t *p, const int HALF) {
+    return HALF ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p)) : _mm512_loadu_ps((const float *)p);
+}
+
 T512 INL void tile512(const pagoda_qmat *m, const uint8_t *gbase, const int8_t *q, const float *dx, const int32_t *sx,
-                      const float *dxs, int64_t t0, const int NT, const int NIB, const int MIN, float *y, int64_t ldy,
-                      int64_t g, const float *bias) {
+                      const float *dxs, int64_t t0, const int NT, const int NIB, const int MIN, const int HALF, float *y,
+                      int64_t ldy, int64_t g, const float *bias) {
     const int64_t nb = m->blocks, cols = m->cols, bb = m->block_bytes;
-    const int64_t wofs = MIN ? 128 : 64;
+    const int64_t sbytes = HALF ? 32 : 64, wofs = MIN ? 2 * sbytes : sbytes;
     const __m512i low = _mm512_set1_epi8(15);
     const int32_t off = m->offset;
     __m512 acc[4];
     for (int n = 0; n < NT; n++) acc[n] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = gbase + b * bb;
-        const __m512 wd = _mm512_loadu_ps((const float *)blk);
+        const __m512 wd = scales512(blk, HALF);
         __m512 wm = _mm512_setzero_ps();
-        if (MIN) wm = _mm512_loadu_ps((const float *)(blk + 64));
+        if (MIN) wm = scales512(blk + sbytes, HALF);
         const uint8_t *wp = blk + wofs;
         __m512i w[8];
         if (NIB) {
@@ -150,27 +231,33 @@ T512 INL void tile512(const pagoda_qmat *m, const uint8_t *gbase, const int8_t *
     }
 }
 
-#define DEF512(NAME, NIB, MIN) \
+#define DEF512(NAME, NIB, MIN, HALF) \
     T512 __attribute__((noinline)) static void NAME(const pagoda_qmat *m, const int8_t *q, const float *dx, \
         const int32_t *sx, const float *dxs, int64_t tokens, float *y, int64_t ldy, int64_t g0, int64_t g1, \
         const float *bias) { \
         for (int64_t g = g0; g < g1; g++) { \
             const uint8_t *gbase = m->data + g * m->blocks * m->block_bytes; \
             int64_t t = 0; \
-            for (; t + 4 <= tokens; t += 4) tile512(m, gbase, q, dx, sx, dxs, t, 4, NIB, MIN, y, ldy, g, bias); \
-            for (; t < tokens; t++) tile512(m, gbase, q, dx, sx, dxs, t, 1, NIB, MIN, y, ldy, g, bias); \
+            for (; t + 4 <= tokens; t += 4) tile512(m, gbase, q, dx, sx, dxs, t, 4, NIB, MIN, HALF, y, ldy, g, bias); \
+            for (; t < tokens; t++) tile512(m, gbase, q, dx, sx, dxs, t, 1, NIB, MIN, HALF, y, ldy, g, bias); \
         } \
     }
-DEF512(qgemm512_b, 0, 0)
-DEF512(qgemm512_bm, 0, 1)
-DEF512(qgemm512_n, 1, 0)
-DEF512(qgemm512_nm, 1, 1)
+DEF512(qgemm512_b, 0, 0, 1)
+DEF512(qgemm512_bm, 0, 1, 1)
+DEF512(qgemm512_n, 1, 0, 1)
+DEF512(qgemm512_nm, 1, 1, 1)
+DEF512(qgemm512_nm_f32, 1, 1, 0)
 
 // ---------------------------------------------------------------------------------------------------------
 // AVX2 (no VNNI): vpmaddubsw + vpmaddwd per 8-row half. Codes above 31 (Q8_0's offset 128) would saturate
 // vpmaddubsw, so those use the sign trick on the signed code (u ^ 0x80) and skip the offset correction.
 
-#define T256 __attribute__((target("avx2,fma")))
+#define T256 __attribute__((target("avx2,fma,f16c")))
+
+/// 8 scales (fp16 or fp32) as floats.
+T256 INL __m256 scales256(const uint8_t *p, const int HALF) {
+    return HALF ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)) : _mm256_loadu_ps((const float *)p);
+}
 
 T256 INL __m256i dot8x4(__m256i w, __m256i x, __m256i ones, int wide) {
     __m256i p;
@@ -184,10 +271,10 @@ T256 INL __m256i dot8x4(__m256i w, __m256i x, __m256i ones, int wide) {
 }
 
 T256 INL void tile256(const pagoda_qmat *m, const uint8_t *gbase, const int8_t *q, const float *dx, const int32_t *sx,
-                      const float *dxs, int64_t t, const int NIB, const int MIN, const int WIDE, float *y, int64_t ldy,
-                      int64_t g, const float *bias) {
+                      const float *dxs, int64_t t, const int NIB, const int MIN, const int WIDE, const int HALF, float *y,
+                      int64_t ldy, int64_t g, const float *bias) {
     const int64_t nb = m->blocks, cols = m->cols, bb = m->block_bytes;
-    const int64_t wofs = MIN ? 128 : 64;
+    const int64_t sbytes = HALF ? 32 : 64, wofs = MIN ? 2 * sbytes : sbytes, half8 = HALF ? 16 : 32;
     const __m256i low = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
     const int32_t off = WIDE ? 0 : m->offset;
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
@@ -221,14 +308,14 @@ T256 INL void tile256(const pagoda_qmat *m, const uint8_t *gbase, const int8_t *
             s1 = _mm256_sub_epi32(s1, o);
         }
         const __m256 xd = _mm256_set1_ps(dx[t * nb + b]);
-        const __m256 dd0 = _mm256_mul_ps(_mm256_loadu_ps((const float *)blk), xd);
-        const __m256 dd1 = _mm256_mul_ps(_mm256_loadu_ps((const float *)blk + 8), xd);
+        const __m256 dd0 = _mm256_mul_ps(scales256(blk, HALF), xd);
+        const __m256 dd1 = _mm256_mul_ps(scales256(blk + half8, HALF), xd);
         acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s0), dd0, acc0);
         acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s1), dd1, acc1);
         if (MIN) {
             const __m256 xs = _mm256_set1_ps(dxs[t * nb + b]);
-            acc0 = _mm256_fmadd_ps(_mm256_loadu_ps((const float *)(blk + 64)), xs, acc0);
-            acc1 = _mm256_fmadd_ps(_mm256_loadu_ps((const float *)(blk + 64) + 8), xs, acc1);
+            acc0 = _mm256_fmadd_ps(scales256(blk + sbytes, HALF), xs, acc0);
+            acc1 = _mm256_fmadd_ps(scales256(blk + sbytes + half8, HALF), xs, acc1);
         }
     }
     float out[16];
@@ -240,20 +327,21 @@ T256 INL void tile256(const pagoda_qmat *m, const uint8_t *gbase, const int8_t *
     }
 }
 
-#define DEF256(NAME, NIB, MIN, WIDE) \
+#define DEF256(NAME, NIB, MIN, WIDE, HALF) \
     T256 __attribute__((noinline)) static void NAME(const pagoda_qmat *m, const int8_t *q, const float *dx, \
         const int32_t *sx, const float *dxs, int64_t tokens, float *y, int64_t ldy, int64_t g0, int64_t g1, \
         const float *bias) { \
         for (int64_t g = g0; g < g1; g++) { \
             const uint8_t *gbase = m->data + g * m->blocks * m->block_bytes; \
-            for (int64_t t = 0; t < tokens; t++) tile256(m, gbase, q, dx, sx, dxs, t, NIB, MIN, WIDE, y, ldy, g, bias); \
+            for (int64_t t = 0; t < tokens; t++) tile256(m, gbase, q, dx, sx, dxs, t, NIB, MIN, WIDE, HALF, y, ldy, g, bias); \
         } \
     }
-DEF256(qgemm256_b, 0, 0, 0)
-DEF256(qgemm256_bw, 0, 0, 1)
-DEF256(qgemm256_bm, 0, 1, 0)
-DEF256(qgemm256_n, 1, 0, 0)
-DEF256(qgemm256_nm, 1, 1, 0)
+DEF256(qgemm256_b, 0, 0, 0, 1)
+DEF256(qgemm256_bw, 0, 0, 1, 1)
+DEF256(qgemm256_bm, 0, 1, 0, 1)
+DEF256(qgemm256_n, 1, 0, 0, 1)
+DEF256(qgemm256_nm, 1, 1, 0, 1)
+DEF256(qgemm256_nm_f32, 1, 1, 0, 0)
 #endif
 
 // ---------------------------------------------------------------------------------------------------------
@@ -285,12 +373,14 @@ void pagoda_qgemm(const pagoda_qmat *m, const int8_t *q, const float *dx, const 
     const int isa = pagoda_q_isa();
 #ifdef PQ_X86
     if (isa == 2) {
-        if (m->nibble) (m->has_min ? qgemm512_nm : qgemm512_n)(m, q, dx, sx, dxs, tokens, y, ldy, g0, g1, bias);
+        if (m->nibble && m->has_min && !m->half_scales) qgemm512_nm_f32(m, q, dx, sx, dxs, tokens, y, ldy, g0, g1, bias);
+        else if (m->nibble) (m->has_min ? qgemm512_nm : qgemm512_n)(m, q, dx, sx, dxs, tokens, y, ldy, g0, g1, bias);
         else (m->has_min ? qgemm512_bm : qgemm512_b)(m, q, dx, sx, dxs, tokens, y, ldy, g0, g1, bias);
         return;
     }
     if (isa == 1) {
-        if (m->nibble) (m->has_min ? qgemm256_nm : qgemm256_n)(m, q, dx, sx, dxs, tokens, y, ldy, g0, g1, bias);
+        if (m->nibble && m->has_min && !m->half_scales) qgemm256_nm_f32(m, q, dx, sx, dxs, tokens, y, ldy, g0, g1, bias);
+        else if (m->nibble) (m->has_min ? qgemm256_nm : qgemm256_n)(m, q, dx, sx, dxs, tokens, y, ldy, g0, g1, bias);
         else if (m->has_min) qgemm256_bm(m, q, dx, sx, dxs, tokens, y, ldy, g0, g1, bias);
         else if (m->offset == 128) qgemm256_bw(m, q, dx, sx, dxs, tokens, y, ldy, g0, g1, bias);
         else qgemm256_b(m, q, dx, sx, dxs, tokens, y, ldy, g0, g1, bias);
@@ -299,4 +389,58 @@ void pagoda_qgemm(const pagoda_qmat *m, const int8_t *q, const float *dx, const 
 #endif
     (void)isa;
     qgemm_scalar(m, q, dx, sx, dxs, tokens, y, ldy, g0, g1, bias);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Compute peak probes.
+
+#ifdef PQ_X86
+T512 __attribute__((noinline)) static int64_t dot_loop512(int64_t iters, int32_t seed) {
+    const __m512i a = _mm512_set1_epi8(3), b = _mm512_set1_epi8((char)(seed | 1));
+    __m512i c[12];
+    for (int i = 0; i < 12; i++) c[i] = _mm512_set1_epi32(i);
+    for (int64_t n = 0; n < iters; n++) {
+        for (int i = 0; i < 12; i++) c[i] = _mm512_dpbusd_epi32(c[i], a, b);
+        __asm__ volatile("" : "+v"(c[0]), "+v"(c[1]), "+v"(c[2]), "+v"(c[3]), "+v"(c[4]), "+v"(c[5]));
+    }
+    __m512i s = c[0];
+    for (int i = 1; i < 12; i++) s = _mm512_add_epi32(s, c[i]);
+    return _mm512_reduce_add_epi32(s);
+}
+
+T256 __attribute__((noinline)) static int64_t dot_loop256(int64_t iters, int32_t seed) {
+    const __m256i a = _mm256_set1_epi8(3), b = _mm256_set1_epi8((char)(seed | 1)), ones = _mm256_set1_epi16(1);
+    __m256i c[12];
+    for (int i = 0; i < 12; i++) c[i] = _mm256_set1_epi32(i);
+    for (int64_t n = 0; n < iters; n++) {
+        for (int i = 0; i < 12; i++) c[i] = _mm256_add_epi32(c[i], _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), ones));
+        __asm__ volatile("" : "+x"(c[0]), "+x"(c[1]), "+x"(c[2]), "+x"(c[3]), "+x"(c[4]), "+x"(c[5]));
+    }
+    __m256i s = c[0];
+    for (int i = 1; i < 12; i++) s = _mm256_add_epi32(s, c[i]);
+    int32_t out[8];
+    _mm256_storeu_si256((__m256i *)out, s);
+    return (int64_t)out[0] + out[7];
+}
+#endif
+
+int64_t pagoda_int8_dot_loop(int64_t iters, int32_t seed) {
+#ifdef PQ_X86
+    const int isa = pagoda_q_isa();
+    if (isa == 2) return dot_loop512(iters, seed);
+    if (isa == 1) return dot_loop256(iters, seed);
+#endif
+    int32_t c[12] = {0};
+    volatile int8_t b = (int8_t)(seed | 1);
+    for (int64_t n = 0; n < iters; n++)
+        for (int i = 0; i < 12; i++)
+            for (int j = 0; j < 4; j++) c[i] += 3 * b;
+    int64_t s = 0;
+    for (int i = 0; i < 12; i++) s += c[i];
+    return s;
+}
+
+int64_t pagoda_int8_dot_loop_ops(void) {
+    const int isa = pagoda_q_isa();
+    return isa == 2 ? 12 * 64 * 2 : isa == 1 ? 12 * 32 * 2 : 12 * 4 * 2;
 }

@@ -5,7 +5,7 @@ import Pagoda
 struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench", abstract: "Benchmarks (like `vllm bench`).",
-        subcommands: [BenchServeCommand.self, BenchLatencyCommand.self, BenchThroughputCommand.self])
+        subcommands: [BenchServeCommand.self, BenchLatencyCommand.self, BenchThroughputCommand.self, BenchKernelsCommand.self])
 }
 
 /// Engine options shared by the offline benchmarks.
@@ -80,6 +80,7 @@ struct BenchLatencyCommand: ParsableCommand {
         let core = try EngineCore(loaded: loaded, config: config)
         var latencies: [Double] = [], prefillTimes: [Double] = [], decodeTimes: [Double] = []
         for iter in 0..<(numItersWarmup + numIters) {
+            if iter == numItersWarmup { _ = takeForwardProfile() }
             let start = monotonicNow()
             for (i, p) in prompts.enumerated() {
                 try core.add(EngineRequest(id: "lat-\(iter)-\(i)", promptTokenIds: p, params: params))
@@ -90,10 +91,14 @@ struct BenchLatencyCommand: ParsableCommand {
                 if prefillDone == nil {
                     // The batch's first tokens are out once no sequence is still waiting for its first token.
                     let pending = core.scheduler.waiting.count + core.scheduler.running.filter { $0.outputTokenIds.isEmpty }.count
-                    if pending == 0 { prefillDone = monotonicNow() }
+                    if pending == 0 {
+                        prefillDone = monotonicNow()
+                        if let p = takeForwardProfile() { FileHandle.standardError.write(Data(("prefill " + p + "\n").utf8)) }
+                    }
                 }
             }
             let end = monotonicNow()
+            if let p = takeForwardProfile(), iter >= numItersWarmup { FileHandle.standardError.write(Data(("decode " + p + "\n").utf8)) }
             if iter >= numItersWarmup {
                 latencies.append(end - start)
                 prefillTimes.append((prefillDone ?? end) - start)
@@ -145,6 +150,7 @@ struct BenchThroughputCommand: ParsableCommand {
         let start = monotonicNow()
         let results = try llm.generate(promptTokenIds: prompts, params)
         let elapsed = monotonicNow() - start
+        if let p = takeForwardProfile() { FileHandle.standardError.write(Data((p + "\n").utf8)) }
         let outputTokens = results.reduce(0) { $0 + $1.outputs.reduce(0) { $0 + $1.tokenIds.count } }
         let promptTokens = prompts.reduce(0) { $0 + $1.count }
         let latencies = results.flatMap { $0.metrics.map { $0.finished - $0.arrival } }
@@ -168,5 +174,47 @@ struct BenchThroughputCommand: ParsableCommand {
                                percentile(latencies, 50), percentile(latencies, 90), percentile(latencies, 99),
                                percentile(ttfts, 50), percentile(ttfts, 99)))
         }
+    }
+}
+
+struct BenchKernelsCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "kernels",
+        abstract: "Per-op speed (GOP/s, GB/s) of the kernels on layer-shaped inputs, against the machine's measured peaks.")
+
+    @Option(help: "Model whose layer shapes to use (only its metadata is read).") var model = defaultModelPath
+    @Option(help: "Threads (default: one per core).") var threads: Int?
+    @Option(help: "Weight types to measure, comma separated.") var dtypes = "q4_0,q4_1,q8_0,q4_K,f32"
+    @Option(help: "Tokens of the batched GEMM and of decode attention.") var batch = 64
+    @Option(help: "Tokens of the prompt-sized GEMM and of prefill attention.") var prompt = 512
+    @Option(help: "Context of each sequence in decode attention.") var context = 512
+    @Flag(help: "Print one JSON object.") var json = false
+
+    func run() throws {
+        let shapes: KernelBenchmark.Shapes
+        if FileManager.default.fileExists(atPath: model) {
+            shapes = KernelBenchmark.Shapes(try ModelLoader.loadConfig(path: model))
+        } else {
+            shapes = .smolLM2
+        }
+        var types: [DType] = []
+        for name in dtypes.split(separator: ",") {
+            guard let t = DType.named(String(name.trimmingCharacters(in: .whitespaces))) else {
+                throw ValidationError("unknown dtype '\(name)' (try q4_0, q4_1, q5_0, q5_1, q8_0, q4_K, f32)")
+            }
+            types.append(t)
+        }
+        let pool = ThreadPool(threadCount: threads ?? ThreadPool.defaultThreadCount)
+        let (peaks, results) = KernelBenchmark.run(shapes: shapes, pool: pool, dtypes: types, batch: batch, prompt: prompt,
+                                                   context: context, log: json ? { _ in } : { writeStdout($0 + "\n") })
+        if json {
+            let data = try JSONEncoder().encode(KernelReport(peaks: peaks, results: results))
+            writeStdout(String(decoding: data, as: UTF8.self) + "\n")
+        }
+    }
+
+    struct KernelReport: Encodable {
+        var peaks: KernelBenchmark.Peaks
+        var results: [KernelBenchmark.Result]
     }
 }

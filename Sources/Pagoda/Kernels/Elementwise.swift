@@ -24,13 +24,6 @@ public func addInPlace(_ x: UnsafeMutablePointer<Float>, _ y: UnsafePointer<Floa
     for i in 0..<count { x[i] += y[i] }
 }
 
-/// out = silu(gate) · up, elementwise.
-public func siluMul(_ gate: UnsafePointer<Float>, _ up: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>, count: Int) {
-    for i in 0..<count {
-        let g = gate[i]
-        out[i] = g / (1 + exp(-g)) * up[i]
-    }
-}
 
 /// Rotary position embedding, in place, for `heads` heads of `headDim` per token.
 /// `invFreq` has headDim/2 entries.
@@ -127,8 +120,9 @@ public func applyRope(_ x: UnsafeMutablePointer<Float>, tokens: Int, heads: Int,
     expSIMD(SIMD16<Float>(repeating: x))[0]
 }
 
-/// out = silu(gate) · up = gate / (1 + e^−gate) · up, elementwise, with `expSIMD`.
-public func siluMulFast(_ gate: UnsafePointer<Float>, _ up: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>,
+/// out = silu(gate) · up = gate / (1 + e^−gate) · up, elementwise, with `expSIMD` (each element's result
+/// depends only on its inputs, whichever position it has).
+public func siluMul(_ gate: UnsafePointer<Float>, _ up: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>,
                         count: Int) {
     typealias V = SIMD16<Float>
     var i = 0

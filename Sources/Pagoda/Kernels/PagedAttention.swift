@@ -50,228 +50,457 @@ public struct LayerKV: @unchecked Sendable {
     }
 }
 
-/// Causal attention of each new token over its own sequence's cached keys and values (flash-style: online
-/// softmax, one block at a time; the score matrix is never materialized). Work is split over (token, KV head)
-/// pairs — the query heads sharing a KV head are computed together so each key and value row is loaded once —
-/// or over (token, head) pairs when there are few tokens. Each (token, head) is computed the same way
-/// whatever else is in the batch and however the work is split.
+/// Causal attention of each new token over its own sequence's cached keys and values, flash-style: online
+/// softmax one KV block at a time, never materializing the score matrix.
+///
+/// Work items are tiles of up to `tileRows` query rows — consecutive tokens of one sequence times the query heads
+/// that share a KV head — so every key and value loaded serves all of them. Each row's keys are processed in
+/// fixed partitions of `partitionKeys` keys: a partition's softmax state (max, sum, weighted values) is computed
+/// from scratch and merged into the row's running state in partition order. With few items (decode of a few
+/// sequences), the partitions of one item are computed on different threads and merged afterwards in the same
+/// order, so long contexts use every thread. A row's arithmetic never depends on its tile, on the other
+/// sequences in the batch or on the split: outputs are batch invariant.
 ///
 /// q: [tokens, heads·headDim]; out: [tokens, heads·headDim].
 public func pagedAttention(q: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>, kv: LayerKV,
                            sequences: [AttentionSequence], heads: Int, kvHeads: Int, headDim: Int,
                            blockSize: Int, pool: ThreadPool) {
-    // Flattened work description: per token (sequence, token), and all block tables back to back.
-    var itemSeq: [Int32] = []
-    var itemToken: [Int32] = []
-    var tableStart: [Int] = []
-    var tables: [Int32] = []
+    let group = heads / kvHeads
+    let tileTokens = max(1, AttentionPlan.tileRows / group)
+    // Tiles: (sequence, first new token, token count).
+    var tiles: [(seq: Int32, first: Int32, count: Int32)] = []
     for (si, s) in sequences.enumerated() {
-        tableStart.append(tables.count)
-        tables.append(contentsOf: s.blockTable)
-        for t in 0..<s.tokenCount {
-            itemSeq.append(Int32(si))
-            itemToken.append(Int32(t))
+        var t = 0
+        while t < s.tokenCount {
+            let c = min(tileTokens, s.tokenCount - t)
+            tiles.append((Int32(si), Int32(t), Int32(c)))
+            t += c
         }
     }
-    let tokens = itemSeq.count
-    if tokens == 0 { return }
-    let group = heads / kvHeads
-    // Few tokens (decode): one work item per query head, so both threads get work.
-    let perHead = tokens * kvHeads < 4 * pool.threadCount
-    let headsPerItem = perHead ? 1 : group
-    let itemsPerToken = heads / headsPerItem
-    let total = tokens * itemsPerToken
-    let rowStride = kvHeads * headDim
-    let scale = 1 / Float(headDim).squareRoot()
-    itemSeq.withUnsafeBufferPointer { itemSeq in
-    itemToken.withUnsafeBufferPointer { itemToken in
-    tableStart.withUnsafeBufferPointer { tableStart in
-    tables.withUnsafeBufferPointer { tables in
-    sequences.withUnsafeBufferPointer { seqPtr in
-        // Later tokens attend to more keys: chunks are claimed from the end of the batch first, a few per
-        // thread, so the threads finish together.
-        let chunks = pool.threadCount == 1 ? 1 : min(total, pool.threadCount * 8)
-        pool.forEachChunk(chunks) { c in
-            let range = (total - total * (c + 1) / chunks)..<(total - total * c / chunks)
-            if range.isEmpty { return }
-            let scores = UnsafeMutablePointer<Float>.allocate(capacity: blockSize * headsPerItem)
-            let acc = UnsafeMutablePointer<Float>.allocate(capacity: headDim * headsPerItem)
-            let ms = UnsafeMutablePointer<Float>.allocate(capacity: headsPerItem)
-            let ls = UnsafeMutablePointer<Float>.allocate(capacity: headsPerItem)
-            defer { scores.deallocate(); acc.deallocate(); ms.deallocate(); ls.deallocate() }
-            let vectorBlocks = blockSize % 16 == 0
-            for work in range {
-                let ti = work / itemsPerToken
-                let h0 = (work % itemsPerToken) * headsPerItem
-                let si = Int(itemSeq[ti])
-                let startPosition = seqPtr[si].startPosition
-                let tokenStart = seqPtr[si].tokenStart
-                let table = tables.baseAddress! + tableStart[si]
-                let tokenIndex = tokenStart + Int(itemToken[ti])
-                let context = startPosition + Int(itemToken[ti]) + 1
-                let qBase = q + tokenIndex * heads * headDim
-                let kvh = h0 / group
-                acc.initialize(repeating: 0, count: headDim * headsPerItem)
-                ms.initialize(repeating: -Float.infinity, count: headsPerItem)
-                ls.initialize(repeating: 0, count: headsPerItem)
-                var pos = 0
-                while pos < context {
-                    let block = Int(table[pos / blockSize])
-                    let n = min(blockSize, context - pos)
-                    let base = block * blockSize * rowStride + kvh * headDim
-                    attentionScores(q: qBase + h0 * headDim, heads: headsPerItem,
-                                    keys: kv.keys + block * blockSize * rowStride + kvh * headDim * blockSize,
-                                    blockSize: blockSize, n: n, headDim: headDim, scale: scale, scores: scores)
-                    for gh in 0..<headsPerItem {
-                        let sc = scores + gh * blockSize
-                        let m = ms[gh]
-                        var blockMax = -Float.infinity
-                        if vectorBlocks {
-                            // 16 slots at a time; lanes past n are masked out (their scores are garbage).
-                            var j = 0
-                            while j < n {
-                                var sv = UnsafeRawPointer(sc + j).loadUnaligned(as: SIMD16<Float>.self)
-                                sv.replace(with: -.infinity, where: laneIndex .>= SIMD16<Int32>(repeating: Int32(n - j)))
-                                blockMax = max(blockMax, horizontalMax(sv))
-                                j += 16
-                            }
-                        } else {
-                            for j in 0..<n { blockMax = max(blockMax, sc[j]) }
-                        }
-                        let newMax = max(m, blockMax)
-                        let correction = m == -Float.infinity ? 0 : exp(m - newMax)
-                        var l = ls[gh] * correction
-                        // Probabilities in place of the scores, summed in key order.
-                        for j in 0..<n {
-                            let p = exp(sc[j] - newMax)
-                            l += p
-                            sc[j] = p
-                        }
-                        ls[gh] = l
-                        ms[gh] = newMax
-                        accumulateValues(acc: acc + gh * headDim, correction: correction, probs: sc,
-                                         values: kv.values + base, rowStride: rowStride, n: n, headDim: headDim)
+    if tiles.isEmpty { return }
+    let partKeys = AttentionPlan.partitionKeys(blockSize: blockSize)
+    let plan = AttentionPlan(heads: heads, kvHeads: kvHeads, headDim: headDim, blockSize: blockSize,
+                             rows: tileTokens * group, partitionKeys: partKeys)
+    let items = tiles.count * kvHeads
+    tiles.withUnsafeBufferPointer { tiles in
+    sequences.withUnsafeBufferPointer { seqs in
+        /// Partitions of an item: those of the longest context among its tokens.
+        func partitions(_ tile: (seq: Int32, first: Int32, count: Int32)) -> Int {
+            let s = seqs[Int(tile.seq)]
+            let context = s.startPosition + Int(tile.first + tile.count)
+            return (context + partKeys - 1) / partKeys
+        }
+        let maxParts = tiles.reduce(0) { max($0, partitions($1)) }
+        let split = pool.threadCount > 1 && maxParts > 1 && items < 4 * pool.threadCount
+        if !split {
+            // Later tiles attend to more keys: chunks are claimed from the end of the batch first, a few per
+            // thread, so the threads finish together.
+            let chunks = pool.threadCount == 1 ? 1 : min(items, pool.threadCount * 8)
+            let scratch = AttentionScratch(plan: plan, slots: chunks)
+            pool.forEachChunk(chunks) { c in
+                let range = (items - items * (c + 1) / chunks)..<(items - items * c / chunks)
+                let w = scratch.slot(c)
+                for item in range {
+                    let tile = tiles[item / kvHeads]
+                    let kvh = item % kvHeads
+                    let rows = w.load(q: q, tile: tile, seq: seqs[Int(tile.seq)], kvh: kvh, plan: plan)
+                    w.resetRunning(rows: rows)
+                    for p in 0..<partitions(tile) {
+                        w.attend(partition: p, kv: kv, table: seqs[Int(tile.seq)].blockTable, kvh: kvh, rows: rows,
+                                 into: w.partial)
+                        w.mergePartial(w.partial, rows: rows)
                     }
-                    pos += n
+                    w.store(out: out, tile: tile, seq: seqs[Int(tile.seq)], kvh: kvh, rows: rows)
                 }
-                for gh in 0..<headsPerItem {
-                    let o = out + tokenIndex * heads * headDim + (h0 + gh) * headDim
-                    let a = acc + gh * headDim
-                    let inv = 1 / ls[gh]
-                    for d in 0..<headDim { o[d] = a[d] * inv }
+            }
+        } else {
+            // Every (item, partition) on its own, then the merges in partition order.
+            let stride = maxParts
+            let partials = AttentionScratch(plan: plan, slots: items * stride)
+            let pairs = items * stride
+            let chunks = min(pairs, pool.threadCount * 8)
+            pool.forEachChunk(chunks) { c in
+                for pair in (pairs * c / chunks)..<(pairs * (c + 1) / chunks) {
+                    let item = pair / stride, p = pair % stride
+                    let tile = tiles[item / kvHeads]
+                    if p >= partitions(tile) { continue }
+                    let kvh = item % kvHeads
+                    let w = partials.slot(pair)
+                    let rows = w.load(q: q, tile: tile, seq: seqs[Int(tile.seq)], kvh: kvh, plan: plan)
+                    w.attend(partition: p, kv: kv, table: seqs[Int(tile.seq)].blockTable, kvh: kvh, rows: rows,
+                             into: w.partial)
+                }
+            }
+            pool.parallelFor(items) { range in
+                for item in range {
+                    let tile = tiles[item / kvHeads]
+                    let kvh = item % kvHeads
+                    let w = partials.slot(item * stride)
+                    let rows = Int(tile.count) * group
+                    w.resetRunning(rows: rows)
+                    for p in 0..<partitions(tile) {
+                        w.mergePartial(partials.slot(item * stride + p).partial, rows: rows)
+                    }
+                    w.store(out: out, tile: tile, seq: seqs[Int(tile.seq)], kvh: kvh, rows: rows)
                 }
             }
         }
     }
     }
+}
+
+/// Shapes of one attention call.
+struct AttentionPlan {
+    /// Query rows (tokens × heads of a group) computed together against each loaded key block.
+    static let tileRows = 12
+    /// Keys per softmax partition: a multiple of the block size near 256.
+    static func partitionKeys(blockSize: Int) -> Int { blockSize * max(1, 256 / blockSize) }
+
+    let heads: Int, kvHeads: Int, headDim: Int, blockSize: Int
+    /// Rows per tile (tokens per tile × group size).
+    let rows: Int
+    let partitionKeys: Int
+    var group: Int { heads / kvHeads }
+    var rowStride: Int { kvHeads * headDim }
+    /// Row stride of the score buffer: a partition's keys, rounded up to whole vectors.
+    var ldScores: Int { (partitionKeys + 15) / 16 * 16 }
+}
+
+/// Per-slot working memory of `pagedAttention`: the tile's scaled queries, its rows' contexts, a score block,
+/// and the running and partial softmax states (max, sum, weighted values) of every row. One allocation per call.
+final class AttentionScratch {
+    let plan: AttentionPlan
+    let base: UnsafeMutablePointer<Float>
+    let slotFloats: Int
+
+    init(plan: AttentionPlan, slots: Int) {
+        self.plan = plan
+        let r = plan.rows, d = plan.headDim
+        // queries, scores, running (m, l, acc), partial (m, l, acc), contexts
+        slotFloats = (r * d + r * plan.ldScores + 16 + 2 * (2 * r + r * d) + r + 15) / 16 * 16
+        base = .allocate(capacity: slotFloats * max(1, slots))
     }
+
+    deinit { base.deallocate() }
+
+    func slot(_ i: Int) -> AttentionSlot { AttentionSlot(plan: plan, base: base + i * slotFloats) }
+}
+
+/// Softmax state of `rows` rows: maxima, sums and weighted value sums ([rows × headDim]).
+struct SoftmaxState {
+    let m: UnsafeMutablePointer<Float>
+    let l: UnsafeMutablePointer<Float>
+    let acc: UnsafeMutablePointer<Float>
+}
+
+struct AttentionSlot {
+    let plan: AttentionPlan
+    let queries: UnsafeMutablePointer<Float>
+    let scores: UnsafeMutablePointer<Float>
+    let running: SoftmaxState
+    let partial: SoftmaxState
+    /// Visible keys of each row (its position + 1), as Float-sized Int32 storage.
+    let contexts: UnsafeMutablePointer<Int32>
+
+    init(plan: AttentionPlan, base: UnsafeMutablePointer<Float>) {
+        self.plan = plan
+        let r = plan.rows, d = plan.headDim
+        queries = base
+        scores = base + r * d
+        var p = scores + r * plan.ldScores + 16
+        running = SoftmaxState(m: p, l: p + r, acc: p + 2 * r)
+        p += 2 * r + r * d
+        partial = SoftmaxState(m: p, l: p + r, acc: p + 2 * r)
+        p += 2 * r + r * d
+        contexts = UnsafeMutableRawPointer(p).bindMemory(to: Int32.self, capacity: r)
     }
+
+    /// Copies the tile's queries for KV head `kvh` (row = token·group + head in group), scaled by 1/√d, and
+    /// records each row's context. Returns the row count.
+    func load(q: UnsafePointer<Float>, tile: (seq: Int32, first: Int32, count: Int32), seq: AttentionSequence, kvh: Int,
+              plan: AttentionPlan) -> Int {
+        let g = plan.group, d = plan.headDim
+        let scale = 1 / Float(d).squareRoot()
+        var r = 0
+        for t in 0..<Int(tile.count) {
+            let token = seq.tokenStart + Int(tile.first) + t
+            for h in 0..<g {
+                let src = q + token * plan.heads * d + (kvh * g + h) * d
+                let dst = queries + r * d
+                for i in 0..<d { dst[i] = src[i] * scale }
+                contexts[r] = Int32(seq.startPosition + Int(tile.first) + t + 1)
+                r += 1
+            }
+        }
+        return r
+    }
+
+    func resetRunning(rows: Int) {
+        running.m.initialize(repeating: -.infinity, count: rows)
+        running.l.initialize(repeating: 0, count: rows)
+        running.acc.initialize(repeating: 0, count: rows * plan.headDim)
+    }
+
+    /// The softmax state of every row over the keys of partition `p` (keys past a row's context excluded):
+    /// all scores of the partition first, then one softmax per row, then the weighted sum of values.
+    func attend(partition p: Int, kv: LayerKV, table: [Int32], kvh: Int, rows: Int, into st: SoftmaxState) {
+        let bs = plan.blockSize, d = plan.headDim, stride = plan.rowStride, ld = plan.ldScores
+        st.acc.initialize(repeating: 0, count: rows * d)
+        let start = p * plan.partitionKeys
+        var maxContext = 0
+        for r in 0..<rows { maxContext = max(maxContext, Int(contexts[r])) }
+        let end = min(start + plan.partitionKeys, maxContext)
+        table.withUnsafeBufferPointer { table in
+            let table = table.baseAddress!
+            var pos = start
+            while pos < end {
+                let block = Int(table[pos / bs])
+                let n = min(bs, end - pos)
+                blockScores(q: queries, rows: rows, keys: kv.keys + block * bs * stride + kvh * d * bs, blockSize: bs,
+                            n: n, headDim: d, scores: scores + (pos - start), ldScores: ld)
+                pos += n
+            }
+            var r = 0
+            while r < rows {
+                let nr = min(end, Int(contexts[r])) - start
+                // Rows of one token share their key count: up to two at a time through P·V.
+                let pair = r + 1 < rows && Int(contexts[r + 1]) == Int(contexts[r])
+                for i in 0..<(pair ? 2 : 1) {
+                    if nr <= 0 {
+                        st.m[r + i] = -.infinity
+                        st.l[r + i] = 0
+                    } else {
+                        (st.m[r + i], st.l[r + i]) = softmaxRow(scores + (r + i) * ld, n: nr)
+                    }
+                }
+                if nr > 0 {
+                    accumulateValues(acc: st.acc + r * d, rows: pair ? 2 : 1, probs: scores + r * ld, ldProbs: ld,
+                                     keys: nr, start: start, table: table, values: kv.values + kvh * d, blockSize: bs,
+                                     rowStride: stride, headDim: d)
+                }
+                r += pair ? 2 : 1
+            }
+        }
+    }
+
+    /// running ← running ⊕ partial for every row (a partition without keys leaves a row unchanged).
+    func mergePartial(_ pt: SoftmaxState, rows: Int) {
+        let d = plan.headDim
+        for r in 0..<rows {
+            let pm = pt.m[r]
+            if pm == -.infinity { continue }
+            let m = running.m[r]
+            let newMax = max(m, pm)
+            let a = m == -.infinity ? 0 : expScalar(m - newMax)
+            let b = expScalar(pm - newMax)
+            running.l[r] = running.l[r] * a + pt.l[r] * b
+            let acc = running.acc + r * d, pacc = pt.acc + r * d
+            for i in 0..<d { acc[i] = (acc[i] * a).addingProduct(pacc[i], b) }
+            running.m[r] = newMax
+        }
+    }
+
+    /// Writes each row's output, the running weighted values over the running sum.
+    func store(out: UnsafeMutablePointer<Float>, tile: (seq: Int32, first: Int32, count: Int32), seq: AttentionSequence,
+               kvh: Int, rows: Int) {
+        let g = plan.group, d = plan.headDim
+        for r in 0..<rows {
+            let token = seq.tokenStart + Int(tile.first) + r / g
+            let o = out + token * plan.heads * d + (kvh * g + r % g) * d
+            let acc = running.acc + r * d
+            let inv = 1 / running.l[r]
+            for i in 0..<d { o[i] = acc[i] * inv }
+        }
     }
 }
 
-/// scores[gh·blockSize + j] for the `heads` query heads at `q` (consecutive, headDim apart) against the
-/// first `n` keys of one block of transposed keys ([dim][slot], `blockSize` slots), in exactly the order of a
-/// row-major 16-lane dot product: lane i accumulates fma(q[16c + i], k[16c + i]) over chunks c, the lanes are
-/// summed in order (from −0), then the scalar tail Σ q[d]·k[d] (d past the last full chunk) is added and the
-/// result scaled. With transposed keys, 16 keys are computed per vector and no horizontal sum is needed.
+/// scores[r·ld + j] = Σ_d q_r[d]·k_j[d] for `rows` (pre-scaled) query rows and the keys of one block of
+/// transposed keys ([dim][slot], `blockSize` slots); lanes past `n` hold garbage. The sum is taken in two
+/// chains, even and odd dimensions, added at the end, for every row and key alike: with transposed keys,
+/// 16 keys are computed per vector and no horizontal sum is needed.
 @inline(never)
-func attentionScores(q: UnsafePointer<Float>, heads: Int, keys: UnsafePointer<Float>, blockSize: Int, n: Int,
-                     headDim: Int, scale: Float, scores: UnsafeMutablePointer<Float>) {
+func blockScores(q: UnsafePointer<Float>, rows: Int, keys: UnsafePointer<Float>, blockSize: Int, n: Int,
+                 headDim: Int, scores: UnsafeMutablePointer<Float>, ldScores ld: Int) {
     typealias V = SIMD16<Float>
-    let full = headDim / 16 * 16
+    let d2 = headDim / 2 * 2
     if blockSize % 16 == 0 {
         var j0 = 0
         while j0 < n {
             let k = keys + j0
-            for gh in 0..<heads {
-                let qh = q + gh * headDim
-                var r = V(repeating: -0.0)
-                for i in 0..<16 {
-                    var p = V()
-                    var d = i
-                    while d < full {
-                        p.addProduct(V(repeating: qh[d]), UnsafeRawPointer(k + d * blockSize).loadUnaligned(as: V.self))
-                        d += 16
-                    }
-                    r += p
+            var r = 0
+            // Three rows at a time: six independent chains.
+            while r + 3 <= rows {
+                let q0 = q + r * headDim, q1 = q0 + headDim, q2 = q1 + headDim
+                var a0 = V(), b0 = V(), a1 = V(), b1 = V(), a2 = V(), b2 = V()
+                var dd = 0
+                while dd < d2 {
+                    let ke = UnsafeRawPointer(k + dd * blockSize).loadUnaligned(as: V.self)
+                    let ko = UnsafeRawPointer(k + (dd + 1) * blockSize).loadUnaligned(as: V.self)
+                    a0.addProduct(V(repeating: q0[dd]), ke); b0.addProduct(V(repeating: q0[dd + 1]), ko)
+                    a1.addProduct(V(repeating: q1[dd]), ke); b1.addProduct(V(repeating: q1[dd + 1]), ko)
+                    a2.addProduct(V(repeating: q2[dd]), ke); b2.addProduct(V(repeating: q2[dd + 1]), ko)
+                    dd += 2
                 }
-                var tail = V()
-                for d in full..<headDim {
-                    tail += V(repeating: qh[d]) * UnsafeRawPointer(k + d * blockSize).loadUnaligned(as: V.self)
+                if d2 < headDim {
+                    let ke = UnsafeRawPointer(k + d2 * blockSize).loadUnaligned(as: V.self)
+                    a0.addProduct(V(repeating: q0[d2]), ke)
+                    a1.addProduct(V(repeating: q1[d2]), ke)
+                    a2.addProduct(V(repeating: q2[d2]), ke)
                 }
-                let sc = (r + tail) * V(repeating: scale)
-                UnsafeMutableRawPointer(scores + gh * blockSize + j0).storeBytes(of: sc, as: V.self)
+                UnsafeMutableRawPointer(scores + r * ld + j0).storeBytes(of: a0 + b0, as: V.self)
+                UnsafeMutableRawPointer(scores + (r + 1) * ld + j0).storeBytes(of: a1 + b1, as: V.self)
+                UnsafeMutableRawPointer(scores + (r + 2) * ld + j0).storeBytes(of: a2 + b2, as: V.self)
+                r += 3
+            }
+            while r < rows {
+                let q0 = q + r * headDim
+                var a0 = V(), b0 = V()
+                var dd = 0
+                while dd < d2 {
+                    a0.addProduct(V(repeating: q0[dd]), UnsafeRawPointer(k + dd * blockSize).loadUnaligned(as: V.self))
+                    b0.addProduct(V(repeating: q0[dd + 1]), UnsafeRawPointer(k + (dd + 1) * blockSize).loadUnaligned(as: V.self))
+                    dd += 2
+                }
+                if d2 < headDim {
+                    a0.addProduct(V(repeating: q0[d2]), UnsafeRawPointer(k + d2 * blockSize).loadUnaligned(as: V.self))
+                }
+                UnsafeMutableRawPointer(scores + r * ld + j0).storeBytes(of: a0 + b0, as: V.self)
+                r += 1
             }
             j0 += 16
         }
     } else {
-        for j in 0..<n {
-            for gh in 0..<heads {
-                let qh = q + gh * headDim
-                var r: Float = -0.0
-                for i in 0..<16 {
-                    var p: Float = 0
-                    var d = i
-                    while d < full {
-                        p = p.addingProduct(qh[d], keys[d * blockSize + j])
-                        d += 16
-                    }
-                    r += p
+        for r in 0..<rows {
+            let q0 = q + r * headDim
+            for j in 0..<n {
+                var a: Float = 0, b: Float = 0
+                var dd = 0
+                while dd < d2 {
+                    a = a.addingProduct(q0[dd], keys[dd * blockSize + j])
+                    b = b.addingProduct(q0[dd + 1], keys[(dd + 1) * blockSize + j])
+                    dd += 2
                 }
-                var tail: Float = 0
-                for d in full..<headDim { tail += qh[d] * keys[d * blockSize + j] }
-                scores[gh * blockSize + j] = (r + tail) * scale
+                if d2 < headDim { a = a.addingProduct(q0[d2], keys[d2 * blockSize + j]) }
+                scores[r * ld + j] = a + b
             }
         }
     }
 }
 
-/// acc = acc · correction, then acc[d] = fma(probs[j], v_j[d], acc[d]) for j in key order, 16 lanes at a time
-/// (each element sees exactly the scalar sequence of operations).
+/// acc[r][·] = Σ_j probs[r][j] · v_j over `keys` keys starting at position `start` of a sequence (its block
+/// table gives where each value row lives), for `rows` (1 or 2) rows sharing those keys. Every element is the
+/// same chain of fused multiply-adds in key order, starting from 0, whatever the number of rows.
 @inline(never)
-func accumulateValues(acc: UnsafeMutablePointer<Float>, correction: Float, probs: UnsafePointer<Float>,
-                      values: UnsafePointer<Float>, rowStride: Int, n: Int, headDim: Int) {
+func accumulateValues(acc: UnsafeMutablePointer<Float>, rows: Int, probs: UnsafePointer<Float>, ldProbs: Int, keys: Int,
+                      start: Int, table: UnsafePointer<Int32>, values: UnsafePointer<Float>, blockSize bs: Int,
+                      rowStride: Int, headDim: Int) {
     typealias V = SIMD16<Float>
-    var d = 0
-    // 64 columns at a time in registers.
-    while d + 64 <= headDim {
-        let cv = V(repeating: correction)
-        var a0 = UnsafeRawPointer(acc + d).loadUnaligned(as: V.self) * cv
-        var a1 = UnsafeRawPointer(acc + d + 16).loadUnaligned(as: V.self) * cv
-        var a2 = UnsafeRawPointer(acc + d + 32).loadUnaligned(as: V.self) * cv
-        var a3 = UnsafeRawPointer(acc + d + 48).loadUnaligned(as: V.self) * cv
-        for j in 0..<n {
-            let p = V(repeating: probs[j])
-            let v = values + j * rowStride + d
-            a0.addProduct(p, UnsafeRawPointer(v).loadUnaligned(as: V.self))
-            a1.addProduct(p, UnsafeRawPointer(v + 16).loadUnaligned(as: V.self))
-            a2.addProduct(p, UnsafeRawPointer(v + 32).loadUnaligned(as: V.self))
-            a3.addProduct(p, UnsafeRawPointer(v + 48).loadUnaligned(as: V.self))
+    @inline(__always) func ld(_ p: UnsafePointer<Float>) -> V { UnsafeRawPointer(p).loadUnaligned(as: V.self) }
+    @inline(__always) func st(_ p: UnsafeMutablePointer<Float>, _ v: V) { UnsafeMutableRawPointer(p).storeBytes(of: v, as: V.self) }
+    /// Calls body(valueRow, probabilityIndex) for every key in order.
+    @inline(__always) func forEachKey(_ body: (UnsafePointer<Float>, Int) -> Void) {
+        var j = 0
+        while j < keys {
+            let pos = start + j
+            let slot = pos % bs
+            let n = min(bs - slot, keys - j)
+            let base = values + (Int(table[pos / bs]) * bs + slot) * rowStride
+            for i in 0..<n { body(base + i * rowStride, j + i) }
+            j += n
         }
-        UnsafeMutableRawPointer(acc + d).storeBytes(of: a0, as: V.self)
-        UnsafeMutableRawPointer(acc + d + 16).storeBytes(of: a1, as: V.self)
-        UnsafeMutableRawPointer(acc + d + 32).storeBytes(of: a2, as: V.self)
-        UnsafeMutableRawPointer(acc + d + 48).storeBytes(of: a3, as: V.self)
+    }
+    let p1 = probs + ldProbs
+    var d = 0
+    while d + 64 <= headDim {
+        var a0 = V(), a1 = V(), a2 = V(), a3 = V()
+        if rows == 2 {
+            var b0 = V(), b1 = V(), b2 = V(), b3 = V()
+            forEachKey { v, j in
+                let p = V(repeating: probs[j]), q = V(repeating: p1[j])
+                let v0 = ld(v + d), v1 = ld(v + d + 16), v2 = ld(v + d + 32), v3 = ld(v + d + 48)
+                a0.addProduct(p, v0); a1.addProduct(p, v1); a2.addProduct(p, v2); a3.addProduct(p, v3)
+                b0.addProduct(q, v0); b1.addProduct(q, v1); b2.addProduct(q, v2); b3.addProduct(q, v3)
+            }
+            let o = acc + headDim + d
+            st(o, b0); st(o + 16, b1); st(o + 32, b2); st(o + 48, b3)
+        } else {
+            forEachKey { v, j in
+                let p = V(repeating: probs[j])
+                a0.addProduct(p, ld(v + d)); a1.addProduct(p, ld(v + d + 16))
+                a2.addProduct(p, ld(v + d + 32)); a3.addProduct(p, ld(v + d + 48))
+            }
+        }
+        st(acc + d, a0); st(acc + d + 16, a1); st(acc + d + 32, a2); st(acc + d + 48, a3)
         d += 64
     }
     while d + 16 <= headDim {
-        var a = UnsafeRawPointer(acc + d).loadUnaligned(as: V.self) * V(repeating: correction)
-        for j in 0..<n {
-            a.addProduct(V(repeating: probs[j]), UnsafeRawPointer(values + j * rowStride + d).loadUnaligned(as: V.self))
+        for r in 0..<rows {
+            let pr = probs + r * ldProbs
+            var a = V()
+            forEachKey { v, j in a.addProduct(V(repeating: pr[j]), ld(v + d)) }
+            st(acc + r * headDim + d, a)
         }
-        UnsafeMutableRawPointer(acc + d).storeBytes(of: a, as: V.self)
         d += 16
     }
     while d < headDim {
-        var a = acc[d] * correction
-        for j in 0..<n { a = a.addingProduct(probs[j], values[j * rowStride + d]) }
-        acc[d] = a
+        for r in 0..<rows {
+            let pr = probs + r * ldProbs
+            var a: Float = 0
+            forEachKey { v, j in a = a.addingProduct(pr[j], v[d]) }
+            acc[r * headDim + d] = a
+        }
         d += 1
     }
 }
 
-/// 0, 1, …, 15.
-private let laneIndex = SIMD16<Int32>(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
+/// Softmax numerators of one row of `n` scores, in place: returns the maximum m and Σ e^(s − m), and leaves
+/// e^(s − m) in the row. 16 scores at a time; the last vector's lanes past `n` are masked out (the row has
+/// room for whole vectors).
+@inline(__always)
+func softmaxRow(_ sc: UnsafeMutablePointer<Float>, n: Int) -> (Float, Float) {
+    typealias V = SIMD16<Float>
+    let full = n / 16 * 16
+    let lanes = SIMD16<Int32>(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
+    let tailMask = lanes .>= SIMD16<Int32>(repeating: Int32(n - full))
+    var vmax = V(repeating: -.infinity)
+    var j = 0
+    while j < full {
+        let sv = UnsafeRawPointer(sc + j).loadUnaligned(as: V.self)
+        vmax.replace(with: sv, where: sv .> vmax)
+        j += 16
+    }
+    if full < n {
+        var sv = UnsafeRawPointer(sc + full).loadUnaligned(as: V.self)
+        sv.replace(with: -.infinity, where: tailMask)
+        vmax.replace(with: sv, where: sv .> vmax)
+    }
+    let m = horizontalMax(vmax)
+    let mv = V(repeating: m)
+    var sum = V()
+    j = 0
+    while j < full {
+        let p = expSIMD(UnsafeRawPointer(sc + j).loadUnaligned(as: V.self) - mv)
+        UnsafeMutableRawPointer(sc + j).storeBytes(of: p, as: V.self)
+        sum += p
+        j += 16
+    }
+    if full < n {
+        var p = expSIMD(UnsafeRawPointer(sc + full).loadUnaligned(as: V.self) - mv)
+        p.replace(with: 0, where: tailMask)
+        UnsafeMutableRawPointer(sc + full).storeBytes(of: p, as: V.self)
+        sum += p
+    }
+    return (m, treeSum(sum))
+}
+
+/// Sum of 16 lanes by halves (a fixed order).
+@inline(__always) func treeSum(_ v: SIMD16<Float>) -> Float {
+    let a = v.lowHalf + v.highHalf
+    let b = a.lowHalf + a.highHalf
+    let c = b.lowHalf + b.highHalf
+    return c[0] + c[1]
+}
+
 
 /// The largest lane (lanes are finite or −∞), by a tree of vector maxima.
 @inline(__always) private func horizontalMax(_ v: SIMD16<Float>) -> Float {

@@ -84,15 +84,19 @@ public final class QuantizedMatrix: @unchecked Sendable {
         let R = Self.groupRows
         let groups = (rows + R - 1) / R
         let nb = cols / 32
-        let blockBytes = 64 + (hasMin ? 64 : 0) + (nibble ? 256 : 512)
+        // Legacy types store fp16 scales: keeping them fp16 is exact and saves bandwidth. Q4_K's scale
+        // products need fp32.
+        let half = t != .q4_K
+        let scaleBytes = half ? 32 : 64
+        let wofs = scaleBytes * (hasMin ? 2 : 1)
+        let blockBytes = wofs + (nibble ? 256 : 512)
         let total = groups * nb * blockBytes
         storage = .allocate(byteCount: total, alignment: 64)
         storage.initializeMemory(as: UInt8.self, repeating: 0, count: total)
         desc = pagoda_qmat(data: UnsafePointer(storage.assumingMemoryBound(to: UInt8.self)), rows: Int64(rows),
                            cols: Int64(cols), groups: Int64(groups), blocks: Int64(nb), block_bytes: Int64(blockBytes),
-                           nibble: nibble ? 1 : 0, has_min: hasMin ? 1 : 0, offset: offset, pad: 0)
+                           nibble: nibble ? 1 : 0, has_min: hasMin ? 1 : 0, offset: offset, half_scales: half ? 1 : 0)
         let rowBytes = t.byteCount(elements: cols)
-        let wofs = hasMin ? 128 : 64
         var codes = [UInt8](repeating: 0, count: 32)
         codes.withUnsafeMutableBufferPointer { codes in
             for r in 0..<rows {
@@ -101,8 +105,13 @@ public final class QuantizedMatrix: @unchecked Sendable {
                 for b in 0..<nb {
                     let blk = storage + (g * nb + b) * blockBytes
                     let (d, m) = extractBlock(t, src, b, codes.baseAddress!)
-                    blk.storeBytes(of: d, toByteOffset: 4 * i, as: Float.self)
-                    if hasMin { blk.storeBytes(of: m, toByteOffset: 64 + 4 * i, as: Float.self) }
+                    if half {
+                        blk.storeBytes(of: Float16(d).bitPattern, toByteOffset: 2 * i, as: UInt16.self)
+                        if hasMin { blk.storeBytes(of: Float16(m).bitPattern, toByteOffset: scaleBytes + 2 * i, as: UInt16.self) }
+                    } else {
+                        blk.storeBytes(of: d, toByteOffset: 4 * i, as: Float.self)
+                        if hasMin { blk.storeBytes(of: m, toByteOffset: scaleBytes + 4 * i, as: Float.self) }
+                    }
                     let w = (blk + wofs).assumingMemoryBound(to: UInt8.self)
                     for k in 0..<8 {
                         for j in 0..<4 {

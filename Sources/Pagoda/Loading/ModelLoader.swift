@@ -16,6 +16,16 @@ public struct LoadedModel: Sendable {
 }
 
 public enum ModelLoader {
+    /// Reads only the configuration of a GGUF file or Hugging Face folder (no weights, no tokenizer).
+    public static func loadConfig(path: String) throws -> ModelConfig {
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
+            throw LoadError(file: path, message: "no such file or folder")
+        }
+        if isDir.boolValue { return try ModelConfig.fromHuggingFace(folder: URL(fileURLWithPath: path)) }
+        return try ModelConfig.fromGGUF(try GGUFFile(path: path))
+    }
+
     /// Loads a GGUF file, or a Hugging Face folder (config.json, *.safetensors, tokenizer.json, ...).
     public static func load(path: String, progress: (String) -> Void = { _ in }) throws -> LoadedModel {
         var isDir: ObjCBool = false

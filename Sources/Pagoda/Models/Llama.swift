@@ -314,6 +314,12 @@ final class ForwardWorkspace: @unchecked Sendable {
     deinit { for b in buffers { b.deallocate() } }
 }
 
+/// The per-op profile of the forward passes since the last call (see `ForwardProfile`), or nil when
+/// `PAGODA_PROFILE=1` is not set.
+public func takeForwardProfile() -> String? {
+    ForwardProfile.enabled ? ForwardProfile.report() : nil
+}
+
 /// Per-op wall time of `forward`, enabled by `PAGODA_PROFILE=1` (single caller; for benchmarks).
 enum ForwardProfile {
     enum Op: Int, CaseIterable { case other, norm, qkv, rope, attention, oProj, gateUp, down, lmHead }

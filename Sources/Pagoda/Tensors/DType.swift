@@ -87,4 +87,9 @@ public enum DType: UInt32, Sendable, CaseIterable, CustomStringConvertible {
         case .f64: return "F64"
         }
     }
+
+    /// The type whose `description` is `name`, ignoring case ("q4_k", "Q8_0", "f32").
+    public static func named(_ name: String) -> DType? {
+        allCases.first { $0.description.lowercased() == name.lowercased() }
+    }
 }

@@ -9,55 +9,18 @@ static inline void pagoda_cpu_relax(void) {
 #elif defined(__aarch64__)
     __asm__ __volatile__("yield");
 
-#include <stdint.h>
-
-// ---- Quantized weights × int8 activations (see QuantizedMatrix.swift) ----
-//
-// Weights are repacked in groups of PAGODA_Q_ROWS rows. Each (group, block of 32 columns) holds:
-//   float d[16]                      per-row scale
-//   float m[16]                      per-row min term (only when has_min)
-//   weights: 8 steps × 16 rows × 4 bytes (unsigned codes u, element 4k+j of row i at k*64 + i*4 + j),
-//            or, when nibble, 4 × 64 bytes holding steps k (low nibble) and k+4 (high nibble).
-// A weight is w = d·(u − offset) + m. Activations are int8 blocks of 32: x ≈ dx·q, with sx = Σq and
-// dxs = dx·(float)sx. For one output element, for every block b in order:
-//   isum = Σ u·q − offset·sx            (exact int32)
-//   acc  = fma((float)isum, d·dx, acc)
-//   acc  = fma(m, dxs, acc)              (only when has_min)
-// and y = acc (+ bias). Every code path (scalar, AVX2, AVX-512 VNNI) and every tile shape performs
-// exactly these float operations, so results are bitwise identical and batch invariant.
-
-#define PAGODA_Q_ROWS 16
-
-typedef struct {
-    const uint8_t *data;
-    int64_t rows, cols, groups, blocks;  // blocks = cols / 32 per row
-    int64_t block_bytes;                  // bytes per (group, block)
-    int32_t nibble, has_min, offset, pad;
-} pagoda_qmat;
-
-/// Quantizes `tokens` rows of `cols` floats (cols % 32 == 0) into int8 blocks.
-void pagoda_quantize_q8(const float *x, int64_t tokens, int64_t cols, int8_t *q, float *dx, int32_t *sx, float *dxs);
-
-/// y[t*ldy + r] for rows of groups [g0, g1) and all tokens.
-void pagoda_qgemm(const pagoda_qmat *m, const int8_t *q, const float *dx, const int32_t *sx, const float *dxs,
-                  int64_t tokens, float *y, int64_t ldy, int64_t g0, int64_t g1, const float *bias);
-
-/// The code path in use: 0 scalar, 1 AVX2, 2 AVX-512 VNNI.
-int pagoda_q_isa(void);
-/// Forces a code path (tests); values above what the CPU supports are clamped. -1 restores detection.
-void pagoda_q_force_isa(int isa);
-
 #endif
 }
 
-
 #include <stdint.h>
 
 // ---- Quantized weights × int8 activations (see QuantizedMatrix.swift) ----
 //
 // Weights are repacked in groups of PAGODA_Q_ROWS rows. Each (group, block of 32 columns) holds:
-//   float d[16]                      per-row scale
-//   float m[16]                      per-row min term (only when has_min)
+//   d[16]                            per-row scale
+//   m[16]                            per-row min term (only when has_min)
+//   (d and m are fp16 when half_scales, else fp32: legacy GGUF types store fp16 scales, so keeping them
+//   fp16 is exact and saves decode bandwidth; Q4_K's products of scales need fp32)
 //   weights: 8 steps × 16 rows × 4 bytes (unsigned codes u, element 4k+j of row i at k*64 + i*4 + j),
 //            or, when nibble, 4 × 64 bytes holding steps k (low nibble) and k+4 (high nibble).
 // A weight is w = d·(u − offset) + m. Activations are int8 blocks of 32: x ≈ dx·q, with sx = Σq and
@@ -74,7 +37,7 @@ typedef struct {
     const uint8_t *data;
     int64_t rows, cols, groups, blocks;  // blocks = cols / 32 per row
     int64_t block_bytes;                  // bytes per (group, block)
-    int32_t nibble, has_min, offset, pad;
+    int32_t nibble, has_min, offset, half_scales;
 } pagoda_qmat;
 
 /// Quantizes `tokens` rows of `cols` floats (cols % 32 == 0) into int8 blocks.
@@ -86,6 +49,12 @@ void pagoda_qgemm(const pagoda_qmat *m, const int8_t *q, const float *dx, const 
 
 /// The code path in use: 0 scalar, 1 AVX2, 2 AVX-512 VNNI.
 int pagoda_q_isa(void);
+
+/// A register-only loop of the code path's int8 dot-product instruction (12 independent chains), for
+/// measuring the compute peak; returns a value that depends on every chain.
+int64_t pagoda_int8_dot_loop(int64_t iters, int32_t seed);
+/// Integer operations (2 per multiply-add) one iteration of `pagoda_int8_dot_loop` performs.
+int64_t pagoda_int8_dot_loop_ops(void);
 /// Forces a code path (tests); values above what the CPU supports are clamped. -1 restores detection.
 void pagoda_q_force_isa(int isa);
 

@@ -2,43 +2,9 @@ import Foundation
 import XCTest
 @testable import Pagoda
 
-private final class Bytes {
-    let p: UnsafeMutableRawPointer
-    init(_ n: Int) { p = .allocate(byteCount: n, alignment: 64) }
-    deinit { p.deallocate() }
-}
-
-private struct LCG {
-    var s: UInt64
-    mutating func next() -> UInt64 { s = s &* 6364136223846793005 &+ 1442695040888963407; return s >> 11 }
-    mutating func unit() -> Float { Float(next() % 1_000_000) / 1_000_000 }  // [0, 1)
-    mutating func byte() -> UInt8 { UInt8(truncatingIfNeeded: next()) }
-}
-
-/// A random GGML tensor of `dtype` with sane fp16 scales.
+/// A random GGML tensor of `dtype` with sane fp16 scales (see `Tensor.random`).
 private func randomTensor(_ t: DType, rows: Int, cols: Int, seed: UInt64) -> Tensor {
-    var g = LCG(s: seed)
-    let rowBytes = t.byteCount(elements: cols)
-    let buf = Bytes(rows * rowBytes)
-    for i in 0..<rows * rowBytes { buf.p.storeBytes(of: g.byte(), toByteOffset: i, as: UInt8.self) }
-    func h(_ v: Float) -> UInt16 { Float16(v).bitPattern }
-    let nblocks = rows * cols / t.blockSize
-    for b in 0..<nblocks {
-        let p = buf.p + b * t.blockBytes
-        let d = 0.002 + 0.03 * g.unit()
-        switch t {
-        case .q4_0, .q5_0, .q8_0:
-            p.storeBytes(of: h(d), toByteOffset: 0, as: UInt16.self)
-        case .q4_1, .q5_1:
-            p.storeBytes(of: h(d), toByteOffset: 0, as: UInt16.self)
-            p.storeBytes(of: h(-8 * d * (0.5 + g.unit())), toByteOffset: 2, as: UInt16.self)
-        case .q4_K:
-            p.storeBytes(of: h(d / 16), toByteOffset: 0, as: UInt16.self)
-            p.storeBytes(of: h(d / 8), toByteOffset: 2, as: UInt16.self)
-        default: fatalError()
-        }
-    }
-    return Tensor(name: "w", dtype: t, shape: [rows, cols], data: UnsafeRawPointer(buf.p), owner: buf)
+    Tensor.random(t, rows: rows, cols: cols, seed: seed)
 }
 
 private let detectedISA: Int = {
@@ -47,11 +13,7 @@ private let detectedISA: Int = {
 }()
 
 private func randomActivations(_ n: Int, seed: UInt64) -> [Float] {
-    var g = LCG(s: seed)
-    return (0..<n).map { i in
-        let v = (g.unit() - 0.5) * 4
-        return i % 97 == 0 ? v * 20 : v  // a few outliers
-    }
+    Tensor.randomActivations(n, seed: seed)
 }
 
 final class QuantizedMatrixTests: XCTestCase {
@@ -160,6 +122,38 @@ final class QuantizedMatrixTests: XCTestCase {
             }
             QuantizedMatrix.forceISA(-1)
         }
+    }
+
+    /// The vectorized activation quantizer equals the scalar one bit for bit (values, scales, sums), with
+    /// all-zero blocks, ties at .5 and outliers included.
+    func testActivationQuantizationPathsAgree() {
+        let cols = 256, tokens = 9
+        var x = randomActivations(tokens * cols, seed: 41)
+        for j in 0..<32 { x[32 + j] = 0 }                              // an all-zero block
+        for j in 0..<32 { x[64 + j] = Float(j - 16) * 127 / 16 / 127 }  // exact multiples: ties after scaling
+        x[100] = -1e6
+        var outputs: [([Int8], [Float], [Int32], [Float])] = []
+        for isa in Set([0, detectedISA]).sorted() {
+            QuantizedMatrix.forceISA(isa)
+            let a = QuantizedActivations()
+            x.withUnsafeBufferPointer { a.quantize($0.baseAddress!, tokens: tokens, cols: cols, pool: pool) }
+            let nb = tokens * cols / 32
+            outputs.append((Array(UnsafeBufferPointer(start: a.q, count: tokens * cols)),
+                            Array(UnsafeBufferPointer(start: a.dx, count: nb)),
+                            Array(UnsafeBufferPointer(start: a.sx, count: nb)),
+                            Array(UnsafeBufferPointer(start: a.dxs, count: nb))))
+        }
+        QuantizedMatrix.forceISA(-1)
+        for o in outputs.dropFirst() {
+            XCTAssertEqual(o.0, outputs[0].0)
+            XCTAssertEqual(o.1.map(\.bitPattern), outputs[0].1.map(\.bitPattern))
+            XCTAssertEqual(o.2, outputs[0].2)
+            XCTAssertEqual(o.3.map(\.bitPattern), outputs[0].3.map(\.bitPattern))
+        }
+        // Scalar reference semantics: q = round-half-even(x·127/amax), sx = Σq.
+        let q = outputs[0].0
+        XCTAssertEqual(Array(q[32..<64]), [Int8](repeating: 0, count: 32))
+        XCTAssertEqual(outputs[0].2[0], q[0..<32].reduce(Int32(0)) { $0 + Int32($1) })
     }
 
     func testQuantUnsupportedTypes() {
