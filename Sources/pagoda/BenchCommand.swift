@@ -16,8 +16,11 @@ struct BenchEngineOptions: ParsableArguments {
     @Option(help: "Sequences per step.") var maxNumSeqs: Int?
     @Option(help: "KV block size in tokens.") var blockSize = 16
     @Option(help: "Bytes for the KV cache.") var kvCacheMemory: Int?
+    @Option(help: "KV-cache element type: auto (f32), f16 (half the memory) or f32.") var kvCacheDtype = "auto"
     @Flag(help: "Turn automatic prefix caching off.") var noEnablePrefixCaching = false
     @Option(help: "Random seed for the prompts.") var seed: UInt64 = 0
+
+    func validate() throws { _ = try parseKVCacheDtype(kvCacheDtype) }
 
     func engineConfig(batch: Int, inputLen: Int, outputLen: Int) -> EngineConfig {
         var c = EngineConfig()
@@ -26,6 +29,7 @@ struct BenchEngineOptions: ParsableArguments {
         c.maxNumSeqs = maxNumSeqs ?? max(batch, 1)
         c.maxNumBatchedTokens = maxNumBatchedTokens ?? max(2048, min(batch * inputLen, 8192))
         c.kvCacheMemoryBytes = kvCacheMemory
+        c.kvCacheDtype = try? parseKVCacheDtype(kvCacheDtype)
         c.enablePrefixCaching = !noEnablePrefixCaching
         c.maxModelLen = inputLen + outputLen
         return c

@@ -1,3 +1,4 @@
+import ArgumentParser
 import Foundation
 import Pagoda
 
@@ -47,4 +48,13 @@ func parseDate(_ s: String?) throws -> Date {
     f.dateFormat = "yyyy-MM-dd"
     guard let d = f.date(from: s) else { throw CLIError("--date: expected YYYY-MM-DD, got \(s)") }
     return d
+}
+
+/// `auto` (nil: the engine decides), or a `KVCacheDType` name.
+func parseKVCacheDtype(_ s: String) throws -> KVCacheDType? {
+    if s == "auto" { return nil }
+    guard let t = KVCacheDType(rawValue: s.lowercased()) else {
+        throw ValidationError("--kv-cache-dtype: '\(s)' is not one of auto, f16, f32")
+    }
+    return t
 }

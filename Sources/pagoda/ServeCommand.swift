@@ -16,6 +16,7 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Tokens per KV-cache block.") var blockSize: Int?
     @Option(help: "Memory for the KV cache, in bytes (suffixes K, M, G allowed).") var kvCacheMemory: String?
     @Option(help: "Number of KV-cache blocks (overrides --kv-cache-memory).") var numKvBlocks: Int?
+    @Option(help: "KV-cache element type: auto (f32), f16 (half the memory) or f32.") var kvCacheDtype = "auto"
     @Option(help: "Most sequences in one batch.") var maxNumSeqs: Int?
     @Option(help: "Most tokens in one batch.") var maxNumBatchedTokens: Int?
     @Flag(help: "Disable the prefix cache.") var noEnablePrefixCaching = false
@@ -48,6 +49,7 @@ struct ServeCommand: AsyncParsableCommand {
         var config = EngineConfig()
         if let v = blockSize { config.blockSize = v }
         if let v = kvCacheMemory { config.kvCacheMemoryBytes = try Self.parseBytes(v) }
+        config.kvCacheDtype = try parseKVCacheDtype(kvCacheDtype)
         if let v = numKvBlocks { config.numKVBlocks = v }
         if let v = maxNumSeqs { config.maxNumSeqs = v }
         if let v = maxNumBatchedTokens { config.maxNumBatchedTokens = v }

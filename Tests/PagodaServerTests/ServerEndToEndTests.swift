@@ -176,19 +176,25 @@ final class ServerEndToEndTests: XCTestCase {
             for event in raw {
                 XCTAssertNotNil(String(validating: event, as: UTF8.self), "event is not valid UTF-8")
             }
+            var nb = body
+            nb["stream"] = false
+            let plain = Self.text(try await completion(nb))
+            // The model may itself emit bytes that are not UTF-8 (a token starting a new character inside
+            // another): those decode to U+FFFD in the plain text too. Any other replacement character in a
+            // delta would be a character split across deltas.
+            let invalidInPlain = plain.unicodeScalars.filter { $0 == "\u{FFFD}" }.count
+            var replacementsInDeltas = 0
             for e in HTTP.jsonEvents(raw) {
                 let choice = (e["choices"] as? [[String: Any]])?.first
                 let t = choice?["text"] as? String ?? ""
                 // Only the last delta of a sequence cut by max_tokens may end in a truncated character.
                 if choice?["finish_reason"] as? String != "length" {
-                    XCTAssertFalse(t.unicodeScalars.contains("\u{FFFD}"), "a delta holds a replacement character: \(t.debugDescription)")
+                    replacementsInDeltas += t.unicodeScalars.filter { $0 == "\u{FFFD}" }.count
                 }
                 if t.unicodeScalars.contains(where: { $0.value > 0x7F && $0 != "\u{FFFD}" }) { sawMultibyte = true }
             }
-            var nb = body
-            nb["stream"] = false
-            let plain = try await completion(nb)
-            XCTAssertEqual(Self.streamedText(HTTP.jsonEvents(raw)), Self.text(plain))
+            XCTAssertLessThanOrEqual(replacementsInDeltas, invalidInPlain, "a delta holds a replacement character the full text does not")
+            XCTAssertEqual(Self.streamedText(HTTP.jsonEvents(raw)), plain)
         }
         XCTAssertTrue(sawMultibyte, "no delta contained a multi-byte character; the test proved nothing")
     }

@@ -9,6 +9,8 @@ public struct EngineConfig: Sendable {
     public var blockSize = 16
     /// Bytes for the KV cache; nil: a quarter of physical memory, at most 4 GiB.
     public var kvCacheMemoryBytes: Int? = nil
+    /// Element type of the KV cache; nil: `KVCacheDType.automatic`.
+    public var kvCacheDtype: KVCacheDType? = nil
     /// Overrides kvCacheMemoryBytes when set.
     public var numKVBlocks: Int? = nil
     public var enablePrefixCaching = true
@@ -105,7 +107,8 @@ public final class EngineCore {
         self.loaded = loaded
         self.config = config
         let mc = loaded.config
-        let blockBytes = KVCacheStorage.bytesPerBlock(config: mc, blockSize: config.blockSize)
+        let kvDtype = config.kvCacheDtype ?? .automatic
+        let blockBytes = KVCacheStorage.bytesPerBlock(config: mc, blockSize: config.blockSize, dtype: kvDtype)
         let blocks: Int
         if let n = config.numKVBlocks {
             blocks = n
@@ -126,7 +129,7 @@ public final class EngineCore {
         sc.blockSize = config.blockSize
         sc.enablePrefixCaching = config.enablePrefixCaching
         scheduler = Scheduler(config: sc, blockCount: blocks)
-        let cache = KVCacheStorage(config: mc, blockCount: blocks, blockSize: config.blockSize)
+        let cache = KVCacheStorage(config: mc, blockCount: blocks, blockSize: config.blockSize, dtype: kvDtype)
         runner = ModelRunner(model: loaded.model, cache: cache, pool: pool ?? ThreadPool(threadCount: config.threads ?? ThreadPool.defaultThreadCount))
         sampler = Sampler(eosTokenIds: loaded.eosTokenIds)
     }

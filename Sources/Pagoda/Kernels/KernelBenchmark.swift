@@ -183,54 +183,69 @@ public enum KernelBenchmark {
     }
 
     /// Decode attention (`batch` sequences, one new token each over `context` cached tokens) and prefill
-    /// attention (`prompt` tokens of one sequence, causal).
+    /// attention (`prompt` tokens of one sequence, causal), for each KV-cache element type.
     static func attention(shapes s: Shapes, pool: ThreadPool, peaks: Peaks, batch: Int, prompt: Int, context: Int,
                           add: (Result) -> Void) -> [Result] {
         let blockSize = 16
         let kvDim = s.kvHeads * s.headDim, qDim = s.heads * s.headDim
         let perSeqBlocks = (max(context, prompt) + blockSize - 1) / blockSize
         let blocks = perSeqBlocks * max(batch, 1)
-        let keys = FloatBuffer(Tensor.randomActivations(blocks * blockSize * kvDim, seed: 3))
-        let values = FloatBuffer(Tensor.randomActivations(blocks * blockSize * kvDim, seed: 4))
-        let kv = LayerKV(keys: keys.pointer, values: values.pointer)
+        let keys = Tensor.randomActivations(blocks * blockSize * kvDim, seed: 3)
+        let values = Tensor.randomActivations(blocks * blockSize * kvDim, seed: 4)
         var out: [Result] = []
-        // Decode: every sequence has its own blocks.
-        do {
-            let q = FloatBuffer(Tensor.randomActivations(batch * qDim, seed: 5))
-            let o = FloatBuffer(count: batch * qDim)
-            let seqs = (0..<batch).map { b in
-                AttentionSequence(tokenStart: b, tokenCount: 1, startPosition: context - 1,
-                                  blockTable: (0..<perSeqBlocks).map { Int32(b * perSeqBlocks + $0) })
+        for dtype in KVCacheDType.allCases {
+            let n = keys.count
+            let kb = UnsafeMutableRawPointer.allocate(byteCount: n * dtype.bytes, alignment: 64)
+            let vb = UnsafeMutableRawPointer.allocate(byteCount: n * dtype.bytes, alignment: 64)
+            defer { kb.deallocate(); vb.deallocate() }
+            for i in 0..<n {
+                if dtype == .f32 {
+                    kb.storeBytes(of: keys[i], toByteOffset: 4 * i, as: Float.self)
+                    vb.storeBytes(of: values[i], toByteOffset: 4 * i, as: Float.self)
+                } else {
+                    kb.storeBytes(of: Float16(keys[i]), toByteOffset: 2 * i, as: Float16.self)
+                    vb.storeBytes(of: Float16(values[i]), toByteOffset: 2 * i, as: Float16.self)
+                }
             }
-            let t = best(reps: 5) {
-                pagedAttention(q: q.pointer, out: o.pointer, kv: kv, sequences: seqs, heads: s.heads, kvHeads: s.kvHeads,
-                               headDim: s.headDim, blockSize: blockSize, pool: pool)
+            let kv = LayerKV(keys: kb, values: vb, dtype: dtype)
+            // Decode: every sequence has its own blocks.
+            do {
+                let q = FloatBuffer(Tensor.randomActivations(batch * qDim, seed: 5))
+                let o = FloatBuffer(count: batch * qDim)
+                let seqs = (0..<batch).map { b in
+                    AttentionSequence(tokenStart: b, tokenCount: 1, startPosition: context - 1,
+                                      blockTable: (0..<perSeqBlocks).map { Int32(b * perSeqBlocks + $0) })
+                }
+                let t = best(reps: 5) {
+                    pagedAttention(q: q.pointer, out: o.pointer, kv: kv, sequences: seqs, heads: s.heads,
+                                   kvHeads: s.kvHeads, headDim: s.headDim, blockSize: blockSize, pool: pool)
+                }
+                let flops = Double(batch * context * s.heads * s.headDim * 4)
+                let bytes = Double(batch * context * kvDim * 2 * dtype.bytes)
+                let r = Result(op: "attention decode", dtype: "kv \(dtype)", shape: "\(batch) seqs x ctx \(context)",
+                               microseconds: t * 1e6, gops: flops / t / 1e9, gbs: bytes / t / 1e9,
+                               percentOfPeak: 100 * bytes / t / 1e9 / peaks.readGBs, bound: "read GB/s")
+                add(r)
+                out.append(r)
             }
-            let flops = Double(batch * context * s.heads * s.headDim * 4)
-            let bytes = Double(batch * context * kvDim * 8)
-            let r = Result(op: "attention decode", dtype: "f32", shape: "\(batch) seqs x ctx \(context)", microseconds: t * 1e6,
-                           gops: flops / t / 1e9, gbs: bytes / t / 1e9, percentOfPeak: 100 * bytes / t / 1e9 / peaks.readGBs,
-                           bound: "read GB/s")
-            add(r)
-            out.append(r)
-        }
-        // Prefill: one sequence, causal over its own new tokens.
-        do {
-            let q = FloatBuffer(Tensor.randomActivations(prompt * qDim, seed: 6))
-            let o = FloatBuffer(count: prompt * qDim)
-            let seqs = [AttentionSequence(tokenStart: 0, tokenCount: prompt, startPosition: 0,
-                                          blockTable: (0..<perSeqBlocks).map { Int32($0) })]
-            let t = best(reps: 3) {
-                pagedAttention(q: q.pointer, out: o.pointer, kv: kv, sequences: seqs, heads: s.heads, kvHeads: s.kvHeads,
-                               headDim: s.headDim, blockSize: blockSize, pool: pool)
+            // Prefill: one sequence, causal over its own new tokens.
+            do {
+                let q = FloatBuffer(Tensor.randomActivations(prompt * qDim, seed: 6))
+                let o = FloatBuffer(count: prompt * qDim)
+                let seqs = [AttentionSequence(tokenStart: 0, tokenCount: prompt, startPosition: 0,
+                                              blockTable: (0..<perSeqBlocks).map { Int32($0) })]
+                let t = best(reps: 3) {
+                    pagedAttention(q: q.pointer, out: o.pointer, kv: kv, sequences: seqs, heads: s.heads,
+                                   kvHeads: s.kvHeads, headDim: s.headDim, blockSize: blockSize, pool: pool)
+                }
+                let pairs = Double(prompt * (prompt + 1) / 2)
+                let flops = pairs * Double(s.heads * s.headDim * 4)
+                let r = Result(op: "attention prefill", dtype: "kv \(dtype)", shape: "\(prompt) tokens causal",
+                               microseconds: t * 1e6, gops: flops / t / 1e9, gbs: 0,
+                               percentOfPeak: 100 * flops / t / 1e9 / peaks.fp32GFLOPs, bound: "fp32 GFLOP/s")
+                add(r)
+                out.append(r)
             }
-            let pairs = Double(prompt * (prompt + 1) / 2)
-            let flops = pairs * Double(s.heads * s.headDim * 4)
-            let r = Result(op: "attention prefill", dtype: "f32", shape: "\(prompt) tokens causal", microseconds: t * 1e6,
-                           gops: flops / t / 1e9, gbs: 0, percentOfPeak: 100 * flops / t / 1e9 / peaks.fp32GFLOPs,
-                           bound: "fp32 GFLOP/s")
-            add(r)
-            out.append(r)
         }
         return out
     }

@@ -19,35 +19,84 @@ public struct AttentionSequence: Sendable {
     }
 }
 
-/// The K and V storage of one layer: `blockCount` blocks of `blockSize` slots. Values: slot s of block b is
-/// row b·blockSize + s of `kvHeads × headDim` values. Keys are stored transposed within each block —
-/// [block][kvHead][dim][slot] — so one vector load reads a dimension of 16 consecutive keys (see `keyIndex`).
-/// A block occupies the same range of both buffers, so blocks can be copied whole.
+/// The K and V storage of one layer: `blockCount` blocks of `blockSize` slots, elements of `dtype`. Values:
+/// slot s of block b is row b·blockSize + s of `kvHeads × headDim` values. Keys are stored transposed within
+/// each block — [block][kvHead][dim][slot] — so one vector load reads a dimension of 16 consecutive keys (see
+/// `keyIndex`). A block occupies the same range of both buffers, so blocks can be copied whole.
 public struct LayerKV: @unchecked Sendable {
-    public let keys: UnsafeMutablePointer<Float>
-    public let values: UnsafeMutablePointer<Float>
+    public let keys: UnsafeMutableRawPointer
+    public let values: UnsafeMutableRawPointer
+    public let dtype: KVCacheDType
 
-    public init(keys: UnsafeMutablePointer<Float>, values: UnsafeMutablePointer<Float>) {
+    public init(keys: UnsafeMutableRawPointer, values: UnsafeMutableRawPointer, dtype: KVCacheDType) {
         self.keys = keys
         self.values = values
+        self.dtype = dtype
     }
 
-    /// Index in `keys` of dimension `d` of KV head `h` for cache row `row` (= block·blockSize + slot).
+    /// fp32 storage.
+    public init(keys: UnsafeMutablePointer<Float>, values: UnsafeMutablePointer<Float>) {
+        self.init(keys: UnsafeMutableRawPointer(keys), values: UnsafeMutableRawPointer(values), dtype: .f32)
+    }
+
+    /// Index (in elements) in `keys` of dimension `d` of KV head `h` for cache row `row` (= block·blockSize + slot).
     @inline(__always) public static func keyIndex(row: Int, head h: Int, dim d: Int, kvHeads: Int, headDim: Int,
                                                   blockSize: Int) -> Int {
         let block = row / blockSize, slot = row % blockSize
         return block * blockSize * kvHeads * headDim + (h * headDim + d) * blockSize + slot
     }
 
-    /// Stores the keys and values `[kvHeads × headDim]` of one token at cache row `row`.
+    /// Stores the keys and values `[kvHeads × headDim]` of one token at cache row `row` (rounded to `dtype`).
     @inline(__always) public func store(row: Int, keys k: UnsafePointer<Float>, values v: UnsafePointer<Float>,
                                         kvHeads: Int, headDim: Int, blockSize: Int) {
-        let kvDim = kvHeads * headDim
-        (values + row * kvDim).update(from: v, count: kvDim)
-        let block = row / blockSize, slot = row % blockSize
-        let base = keys + block * blockSize * kvDim + slot
-        for i in 0..<kvDim { base[i * blockSize] = k[i] }
+        switch dtype {
+        case .f32: store(Float.self, row: row, keys: k, values: v, kvHeads: kvHeads, headDim: headDim, blockSize: blockSize)
+        case .f16: store(Float16.self, row: row, keys: k, values: v, kvHeads: kvHeads, headDim: headDim, blockSize: blockSize)
+        }
     }
+
+    @inline(__always) private func store<E: KVElement>(_: E.Type, row: Int, keys k: UnsafePointer<Float>,
+                                                         values v: UnsafePointer<Float>, kvHeads: Int, headDim: Int,
+                                                         blockSize: Int) {
+        let kvDim = kvHeads * headDim
+        let vals = values.assumingMemoryBound(to: E.self) + row * kvDim
+        for i in 0..<kvDim { vals[i] = E(rounding: v[i]) }
+        let block = row / blockSize, slot = row % blockSize
+        let base = keys.assumingMemoryBound(to: E.self) + block * blockSize * kvDim + slot
+        for i in 0..<kvDim { base[i * blockSize] = E(rounding: k[i]) }
+    }
+
+    /// Key element at `index` (see `keyIndex`) and value element at `index` (row·kvDim + column), as fp32.
+    public func key(at index: Int) -> Float {
+        dtype == .f32 ? keys.assumingMemoryBound(to: Float.self)[index] : Float(keys.assumingMemoryBound(to: Float16.self)[index])
+    }
+
+    public func value(at index: Int) -> Float {
+        dtype == .f32 ? values.assumingMemoryBound(to: Float.self)[index] : Float(values.assumingMemoryBound(to: Float16.self)[index])
+    }
+}
+
+/// An element type of the KV cache: how the attention kernels load it as fp32.
+protocol KVElement {
+    init(rounding: Float)
+    static func load16(_ p: UnsafePointer<Self>) -> SIMD16<Float>
+    static func load1(_ p: UnsafePointer<Self>) -> Float
+}
+
+extension Float: KVElement {
+    @inline(__always) init(rounding v: Float) { self = v }
+    @inline(__always) static func load16(_ p: UnsafePointer<Float>) -> SIMD16<Float> {
+        UnsafeRawPointer(p).loadUnaligned(as: SIMD16<Float>.self)
+    }
+    @inline(__always) static func load1(_ p: UnsafePointer<Float>) -> Float { p.pointee }
+}
+
+extension Float16: KVElement {
+    @inline(__always) init(rounding v: Float) { self = Float16(v) }
+    @inline(__always) static func load16(_ p: UnsafePointer<Float16>) -> SIMD16<Float> {
+        SIMD16<Float>(UnsafeRawPointer(p).loadUnaligned(as: SIMD16<Float16>.self))
+    }
+    @inline(__always) static func load1(_ p: UnsafePointer<Float16>) -> Float { Float(p.pointee) }
 }
 
 /// Causal attention of each new token over its own sequence's cached keys and values, flash-style: online
@@ -244,6 +293,16 @@ struct AttentionSlot {
     /// The softmax state of every row over the keys of partition `p` (keys past a row's context excluded):
     /// all scores of the partition first, then one softmax per row, then the weighted sum of values.
     func attend(partition p: Int, kv: LayerKV, table: [Int32], kvh: Int, rows: Int, into st: SoftmaxState) {
+        switch kv.dtype {
+        case .f32: attend(Float.self, partition: p, kv: kv, table: table, kvh: kvh, rows: rows, into: st)
+        case .f16: attend(Float16.self, partition: p, kv: kv, table: table, kvh: kvh, rows: rows, into: st)
+        }
+    }
+
+    private func attend<E: KVElement>(_: E.Type, partition p: Int, kv: LayerKV, table: [Int32], kvh: Int, rows: Int,
+                                      into st: SoftmaxState) {
+        let keysBase = UnsafePointer(kv.keys.assumingMemoryBound(to: E.self))
+        let valuesBase = UnsafePointer(kv.values.assumingMemoryBound(to: E.self))
         let bs = plan.blockSize, d = plan.headDim, stride = plan.rowStride, ld = plan.ldScores
         st.acc.initialize(repeating: 0, count: rows * d)
         let start = p * plan.partitionKeys
@@ -256,7 +315,7 @@ struct AttentionSlot {
             while pos < end {
                 let block = Int(table[pos / bs])
                 let n = min(bs, end - pos)
-                blockScores(q: queries, rows: rows, keys: kv.keys + block * bs * stride + kvh * d * bs, blockSize: bs,
+                blockScores(q: queries, rows: rows, keys: keysBase + block * bs * stride + kvh * d * bs, blockSize: bs,
                             n: n, headDim: d, scores: scores + (pos - start), ldScores: ld)
                 pos += n
             }
@@ -275,7 +334,7 @@ struct AttentionSlot {
                 }
                 if nr > 0 {
                     accumulateValues(acc: st.acc + r * d, rows: pair ? 2 : 1, probs: scores + r * ld, ldProbs: ld,
-                                     keys: nr, start: start, table: table, values: kv.values + kvh * d, blockSize: bs,
+                                     keys: nr, start: start, table: table, values: valuesBase + kvh * d, blockSize: bs,
                                      rowStride: stride, headDim: d)
                 }
                 r += pair ? 2 : 1
@@ -319,7 +378,7 @@ struct AttentionSlot {
 /// chains, even and odd dimensions, added at the end, for every row and key alike: with transposed keys,
 /// 16 keys are computed per vector and no horizontal sum is needed.
 @inline(never)
-func blockScores(q: UnsafePointer<Float>, rows: Int, keys: UnsafePointer<Float>, blockSize: Int, n: Int,
+func blockScores<E: KVElement>(q: UnsafePointer<Float>, rows: Int, keys: UnsafePointer<E>, blockSize: Int, n: Int,
                  headDim: Int, scores: UnsafeMutablePointer<Float>, ldScores ld: Int) {
     typealias V = SIMD16<Float>
     let d2 = headDim / 2 * 2
@@ -334,15 +393,15 @@ func blockScores(q: UnsafePointer<Float>, rows: Int, keys: UnsafePointer<Float>,
                 var a0 = V(), b0 = V(), a1 = V(), b1 = V(), a2 = V(), b2 = V()
                 var dd = 0
                 while dd < d2 {
-                    let ke = UnsafeRawPointer(k + dd * blockSize).loadUnaligned(as: V.self)
-                    let ko = UnsafeRawPointer(k + (dd + 1) * blockSize).loadUnaligned(as: V.self)
+                    let ke = E.load16(k + dd * blockSize)
+                    let ko = E.load16(k + (dd + 1) * blockSize)
                     a0.addProduct(V(repeating: q0[dd]), ke); b0.addProduct(V(repeating: q0[dd + 1]), ko)
                     a1.addProduct(V(repeating: q1[dd]), ke); b1.addProduct(V(repeating: q1[dd + 1]), ko)
                     a2.addProduct(V(repeating: q2[dd]), ke); b2.addProduct(V(repeating: q2[dd + 1]), ko)
                     dd += 2
                 }
                 if d2 < headDim {
-                    let ke = UnsafeRawPointer(k + d2 * blockSize).loadUnaligned(as: V.self)
+                    let ke = E.load16(k + d2 * blockSize)
                     a0.addProduct(V(repeating: q0[d2]), ke)
                     a1.addProduct(V(repeating: q1[d2]), ke)
                     a2.addProduct(V(repeating: q2[d2]), ke)
@@ -357,12 +416,12 @@ func blockScores(q: UnsafePointer<Float>, rows: Int, keys: UnsafePointer<Float>,
                 var a0 = V(), b0 = V()
                 var dd = 0
                 while dd < d2 {
-                    a0.addProduct(V(repeating: q0[dd]), UnsafeRawPointer(k + dd * blockSize).loadUnaligned(as: V.self))
-                    b0.addProduct(V(repeating: q0[dd + 1]), UnsafeRawPointer(k + (dd + 1) * blockSize).loadUnaligned(as: V.self))
+                    a0.addProduct(V(repeating: q0[dd]), E.load16(k + dd * blockSize))
+                    b0.addProduct(V(repeating: q0[dd + 1]), E.load16(k + (dd + 1) * blockSize))
                     dd += 2
                 }
                 if d2 < headDim {
-                    a0.addProduct(V(repeating: q0[d2]), UnsafeRawPointer(k + d2 * blockSize).loadUnaligned(as: V.self))
+                    a0.addProduct(V(repeating: q0[d2]), E.load16(k + d2 * blockSize))
                 }
                 UnsafeMutableRawPointer(scores + r * ld + j0).storeBytes(of: a0 + b0, as: V.self)
                 r += 1
@@ -376,11 +435,11 @@ func blockScores(q: UnsafePointer<Float>, rows: Int, keys: UnsafePointer<Float>,
                 var a: Float = 0, b: Float = 0
                 var dd = 0
                 while dd < d2 {
-                    a = a.addingProduct(q0[dd], keys[dd * blockSize + j])
-                    b = b.addingProduct(q0[dd + 1], keys[(dd + 1) * blockSize + j])
+                    a = a.addingProduct(q0[dd], E.load1(keys + dd * blockSize + j))
+                    b = b.addingProduct(q0[dd + 1], E.load1(keys + (dd + 1) * blockSize + j))
                     dd += 2
                 }
-                if d2 < headDim { a = a.addingProduct(q0[d2], keys[d2 * blockSize + j]) }
+                if d2 < headDim { a = a.addingProduct(q0[d2], E.load1(keys + d2 * blockSize + j)) }
                 scores[r * ld + j] = a + b
             }
         }
@@ -391,14 +450,15 @@ func blockScores(q: UnsafePointer<Float>, rows: Int, keys: UnsafePointer<Float>,
 /// table gives where each value row lives), for `rows` (1 or 2) rows sharing those keys. Every element is the
 /// same chain of fused multiply-adds in key order, starting from 0, whatever the number of rows.
 @inline(never)
-func accumulateValues(acc: UnsafeMutablePointer<Float>, rows: Int, probs: UnsafePointer<Float>, ldProbs: Int, keys: Int,
-                      start: Int, table: UnsafePointer<Int32>, values: UnsafePointer<Float>, blockSize bs: Int,
+func accumulateValues<E: KVElement>(acc: UnsafeMutablePointer<Float>, rows: Int, probs: UnsafePointer<Float>,
+                                    ldProbs: Int, keys: Int, start: Int, table: UnsafePointer<Int32>,
+                                    values: UnsafePointer<E>, blockSize bs: Int,
                       rowStride: Int, headDim: Int) {
     typealias V = SIMD16<Float>
-    @inline(__always) func ld(_ p: UnsafePointer<Float>) -> V { UnsafeRawPointer(p).loadUnaligned(as: V.self) }
+    @inline(__always) func ld(_ p: UnsafePointer<E>) -> V { E.load16(p) }
     @inline(__always) func st(_ p: UnsafeMutablePointer<Float>, _ v: V) { UnsafeMutableRawPointer(p).storeBytes(of: v, as: V.self) }
     /// Calls body(valueRow, probabilityIndex) for every key in order.
-    @inline(__always) func forEachKey(_ body: (UnsafePointer<Float>, Int) -> Void) {
+    @inline(__always) func forEachKey(_ body: (UnsafePointer<E>, Int) -> Void) {
         var j = 0
         while j < keys {
             let pos = start + j
@@ -446,7 +506,7 @@ func accumulateValues(acc: UnsafeMutablePointer<Float>, rows: Int, probs: Unsafe
         for r in 0..<rows {
             let pr = probs + r * ldProbs
             var a: Float = 0
-            forEachKey { v, j in a = a.addingProduct(pr[j], v[d]) }
+            forEachKey { v, j in a = a.addingProduct(pr[j], E.load1(v + d)) }
             acc[r * headDim + d] = a
         }
         d += 1

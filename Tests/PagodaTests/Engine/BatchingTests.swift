@@ -22,6 +22,30 @@ final class BatchingTests: XCTestCase {
         }
     }
 
+    /// An fp16 KV cache: half the bytes per block, and batching still changes nothing (tokens and bitwise
+    /// logprobs equal the request's solo run on the same cache type), across a partition boundary (300 tokens).
+    func testFP16CacheBatchedEqualsAlone() throws {
+        let model = EngineFixtures.smol
+        let prompts = [1, 7, 16, 33, 300, 90].enumerated().map { EngineFixtures.prompt(length: $1, seed: 50 + UInt64($0)) }
+        let params = EngineFixtures.greedy(5, logprobs: 2)
+        var c16 = EngineFixtures.config(blocks: 256, budget: 64)
+        c16.kvCacheDtype = .f16
+        let batchedLLM = EngineFixtures.llm(model, c16)
+        let batched = try batchedLLM.generate(promptTokenIds: prompts, params)
+        var alone16 = EngineFixtures.config(blocks: 256, prefixCaching: false)
+        alone16.kvCacheDtype = .f16
+        let alone = EngineFixtures.llm(model, alone16)
+        let f32 = EngineFixtures.llm(model, EngineFixtures.config(blocks: 256))
+        XCTAssertEqual(batchedLLM.engine.runner.cache.dtype, .f16)
+        XCTAssertEqual(2 * batchedLLM.engine.blockBytes, f32.engine.blockBytes)
+        for (i, p) in prompts.enumerated() {
+            let a = try alone.generate(promptTokenIds: [p], params)[0].outputs[0]
+            let b = batched[i].outputs[0]
+            XCTAssertEqual(b.tokenIds, a.tokenIds, "prompt \(i) (\(p.count) tokens): tokens differ")
+            XCTAssertEqual(b.logprobs, a.logprobs, "prompt \(i) (\(p.count) tokens): logprobs are not bitwise equal")
+        }
+    }
+
     /// A KV pool too small for all requests at once: preemption happens, and every output is unchanged.
     func testPreemptionKeepsOutputs() throws {
         let model = EngineFixtures.tiny

@@ -79,7 +79,9 @@ final class BlockAccountingTests: XCTestCase {
     func testMemoryIsBlocksInUse() throws {
         let core = try EngineCore(loaded: EngineFixtures.tiny, config: EngineFixtures.config(blocks: 100), pool: TestModels.pool)
         let c = EngineFixtures.tiny.config
-        XCTAssertEqual(core.blockBytes, 2 * c.layerCount * 16 * c.kvHeadCount * c.headDim * 4)
+        let elementBytes = core.runner.cache.dtype.bytes
+        XCTAssertEqual(elementBytes, KVCacheDType.automatic.bytes)
+        XCTAssertEqual(core.blockBytes, 2 * c.layerCount * 16 * c.kvHeadCount * c.headDim * elementBytes)
         XCTAssertEqual(core.runner.cache.totalBytes, 100 * core.blockBytes)
         var p = SamplingParams.greedy
         p.maxTokens = 1

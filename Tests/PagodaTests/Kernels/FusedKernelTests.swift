@@ -45,6 +45,7 @@ final class FusedKernelTests: XCTestCase {
 
     func testPagedAttentionMatchesReferenceAndIsBatchInvariant() {
         var rng = Rng(s: 42)
+        for dtype in KVCacheDType.allCases {
         for (heads, kvHeads, headDim, blockSize) in [(9, 3, 64, 16), (6, 2, 80, 5), (4, 1, 24, 7), (3, 3, 5, 4), (8, 2, 128, 16), (4, 2, 22, 32), (2, 1, 7, 16)] {
             // Context per sequence; each sequence has `length` new tokens (prefill). 300 spans two softmax
             // partitions, so a token alone (few work items) takes the split-and-merge path.
@@ -55,7 +56,18 @@ final class FusedKernelTests: XCTestCase {
             let keys = UnsafeMutablePointer<Float>.allocate(capacity: blockCount * blockSize * rowStride)
             let values = UnsafeMutablePointer<Float>.allocate(capacity: blockCount * blockSize * rowStride)
             defer { keys.deallocate(); values.deallocate() }
-            for i in 0..<blockCount * blockSize * rowStride { keys[i] = rng.float() * 3; values[i] = rng.float() }
+            let count = blockCount * blockSize * rowStride
+            for i in 0..<count { keys[i] = rng.float() * 3; values[i] = rng.float() }
+            // An fp16 cache holds the same values rounded to fp16: the reference reads the rounded values.
+            let keys16 = UnsafeMutablePointer<Float16>.allocate(capacity: count)
+            let values16 = UnsafeMutablePointer<Float16>.allocate(capacity: count)
+            defer { keys16.deallocate(); values16.deallocate() }
+            if dtype == .f16 {
+                for i in 0..<count {
+                    keys16[i] = Float16(keys[i]); values16[i] = Float16(values[i])
+                    keys[i] = Float(keys16[i]); values[i] = Float(values16[i])
+                }
+            }
             // Blocks handed out in reverse order, to exercise the block table.
             var next = blockCount
             var sequences: [AttentionSequence] = []
@@ -67,7 +79,8 @@ final class FusedKernelTests: XCTestCase {
             }
             let tokens = tokenStart
             let q = (0..<tokens * heads * headDim).map { _ in rng.float() }
-            let kv = LayerKV(keys: keys, values: values)
+            let kv = dtype == .f32 ? LayerKV(keys: keys, values: values)
+                : LayerKV(keys: UnsafeMutableRawPointer(keys16), values: UnsafeMutableRawPointer(values16), dtype: .f16)
             let batched = runAttention(q: q, kv: kv, sequences: sequences, tokens: tokens, heads: heads, kvHeads: kvHeads,
                                        headDim: headDim, blockSize: blockSize, threads: 2)
             let group = heads / kvHeads
@@ -81,7 +94,7 @@ final class FusedKernelTests: XCTestCase {
                                              tokens: 1, heads: heads, kvHeads: kvHeads, headDim: headDim,
                                              blockSize: blockSize, threads: 3)
                     XCTAssertEqual(bits(alone), bits(Array(batched[ti * heads * headDim..<(ti + 1) * heads * headDim])),
-                                   "heads \(heads)/\(kvHeads) d \(headDim) seq \(si) token \(t)")
+                                   "\(dtype) heads \(heads)/\(kvHeads) d \(headDim) seq \(si) token \(t)")
                     for h in 0..<heads {
                         let kvh = h / group
                         func cacheRow(_ p: Int) -> Int { Int(s.blockTable[p / blockSize]) * blockSize + p % blockSize }
@@ -97,11 +110,12 @@ final class FusedKernelTests: XCTestCase {
                                                      headDim: headDim)
                         for d in 0..<headDim {
                             XCTAssertEqual(batched[(ti * heads + h) * headDim + d], ref[d], accuracy: 1e-5,
-                                           "heads \(heads)/\(kvHeads) d \(headDim) seq \(si) token \(t) head \(h)")
+                                           "\(dtype) heads \(heads)/\(kvHeads) d \(headDim) seq \(si) token \(t) head \(h)")
                         }
                     }
                 }
             }
+        }
         }
     }
 
@@ -240,54 +254,33 @@ final class FusedKernelTests: XCTestCase {
         }
     }
 
-    /// PAGODA_BENCH=1: one layer of 512-token prefill attention (9 heads, 3 KV heads, d 64), 1 and 2 threads.
-    func testAttentionBench() {
-        guard ProcessInfo.processInfo.environment["PAGODA_BENCH"] == "1" else { return }
-        let heads = 9, kvHeads = 3, d = 64, bs = 16, n = 512
-        var rng = Rng(s: 5)
-        let rowStride = kvHeads * d
-        let keys = UnsafeMutablePointer<Float>.allocate(capacity: n * rowStride)
-        let values = UnsafeMutablePointer<Float>.allocate(capacity: n * rowStride)
-        defer { keys.deallocate(); values.deallocate() }
-        for i in 0..<n * rowStride { keys[i] = rng.float(); values[i] = rng.float() }
-        let q = (0..<n * heads * d).map { _ in rng.float() * 4 }
-        let seq = [AttentionSequence(tokenStart: 0, tokenCount: n, startPosition: 0, blockTable: (0..<Int32(n / bs)).map { $0 })]
-        for threads in [1, 2] {
-            var best = Double.infinity
-            for _ in 0..<5 {
-                let t0 = DispatchTime.now().uptimeNanoseconds
-                _ = runAttention(q: q, kv: LayerKV(keys: keys, values: values), sequences: seq, tokens: n, heads: heads,
-                                 kvHeads: kvHeads, headDim: d, blockSize: bs, threads: threads)
-                best = min(best, Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6)
-            }
-            print(String(format: "bench attention prefill 512 (one layer): %.2f ms, %d threads", best, threads))
-        }
-    }
-
     func testKeyStoreLayout() {
         let kvHeads = 2, headDim = 6, blockSize = 4, blocks = 3
         let n = blocks * blockSize * kvHeads * headDim
-        let keys = UnsafeMutablePointer<Float>.allocate(capacity: n), values = UnsafeMutablePointer<Float>.allocate(capacity: n)
-        defer { keys.deallocate(); values.deallocate() }
-        keys.initialize(repeating: -1, count: n)
-        let kv = LayerKV(keys: keys, values: values)
-        for row in 0..<blocks * blockSize {
-            let k = (0..<kvHeads * headDim).map { Float(row * 100 + $0) }
-            kv.store(row: row, keys: k, values: k, kvHeads: kvHeads, headDim: headDim, blockSize: blockSize)
-        }
-        var seen = Set<Int>()
-        for row in 0..<blocks * blockSize {
-            for h in 0..<kvHeads {
-                for d in 0..<headDim {
-                    let i = LayerKV.keyIndex(row: row, head: h, dim: d, kvHeads: kvHeads, headDim: headDim, blockSize: blockSize)
-                    XCTAssertEqual(keys[i], Float(row * 100 + h * headDim + d))
-                    XCTAssertEqual(values[row * kvHeads * headDim + h * headDim + d], Float(row * 100 + h * headDim + d))
-                    // Each block's keys stay inside the block's range.
-                    XCTAssertEqual(i / (blockSize * kvHeads * headDim), row / blockSize)
-                    seen.insert(i)
+        for dtype in KVCacheDType.allCases {
+            let keys = UnsafeMutableRawPointer.allocate(byteCount: n * dtype.bytes, alignment: 64)
+            let values = UnsafeMutableRawPointer.allocate(byteCount: n * dtype.bytes, alignment: 64)
+            defer { keys.deallocate(); values.deallocate() }
+            let kv = LayerKV(keys: keys, values: values, dtype: dtype)
+            for row in 0..<blocks * blockSize {
+                // Integers below 2048: exact in fp16 too.
+                let k = (0..<kvHeads * headDim).map { Float(row * 100 + $0) }
+                kv.store(row: row, keys: k, values: k, kvHeads: kvHeads, headDim: headDim, blockSize: blockSize)
+            }
+            var seen = Set<Int>()
+            for row in 0..<blocks * blockSize {
+                for h in 0..<kvHeads {
+                    for d in 0..<headDim {
+                        let i = LayerKV.keyIndex(row: row, head: h, dim: d, kvHeads: kvHeads, headDim: headDim, blockSize: blockSize)
+                        XCTAssertEqual(kv.key(at: i), Float(row * 100 + h * headDim + d), "\(dtype)")
+                        XCTAssertEqual(kv.value(at: row * kvHeads * headDim + h * headDim + d), Float(row * 100 + h * headDim + d))
+                        // Each block's keys stay inside the block's range.
+                        XCTAssertEqual(i / (blockSize * kvHeads * headDim), row / blockSize)
+                        seen.insert(i)
+                    }
                 }
             }
+            XCTAssertEqual(seen.count, n)
         }
-        XCTAssertEqual(seen.count, n)
     }
 }
