@@ -1,4 +1,7 @@
 import Foundation
+#if arch(x86_64)
+import _Builtin_intrinsics.intel
+#endif
 
 /// Where one sequence of a flattened batch lives: its new tokens and its KV blocks.
 public struct AttentionSequence: Sendable {
@@ -93,8 +96,15 @@ extension Float: KVElement {
 
 extension Float16: KVElement {
     @inline(__always) init(rounding v: Float) { self = Float16(v) }
+    /// 16 halves to floats: two F16C conversions on x86 (the generic SIMD conversion is not inlined).
     @inline(__always) static func load16(_ p: UnsafePointer<Float16>) -> SIMD16<Float> {
-        SIMD16<Float>(UnsafeRawPointer(p).loadUnaligned(as: SIMD16<Float16>.self))
+        #if arch(x86_64)
+        let lo = _mm256_cvtph_ps(UnsafeRawPointer(p).loadUnaligned(as: __m128i.self))
+        let hi = _mm256_cvtph_ps(UnsafeRawPointer(p + 8).loadUnaligned(as: __m128i.self))
+        return SIMD16<Float>(lowHalf: lo, highHalf: hi)
+        #else
+        return SIMD16<Float>(UnsafeRawPointer(p).loadUnaligned(as: SIMD16<Float16>.self))
+        #endif
     }
     @inline(__always) static func load1(_ p: UnsafePointer<Float16>) -> Float { Float(p.pointee) }
 }
@@ -452,64 +462,70 @@ func blockScores<E: KVElement>(q: UnsafePointer<Float>, rows: Int, keys: UnsafeP
 @inline(never)
 func accumulateValues<E: KVElement>(acc: UnsafeMutablePointer<Float>, rows: Int, probs: UnsafePointer<Float>,
                                     ldProbs: Int, keys: Int, start: Int, table: UnsafePointer<Int32>,
-                                    values: UnsafePointer<E>, blockSize bs: Int,
-                      rowStride: Int, headDim: Int) {
+                                    values: UnsafePointer<E>, blockSize bs: Int, rowStride: Int, headDim: Int) {
     typealias V = SIMD16<Float>
-    @inline(__always) func ld(_ p: UnsafePointer<E>) -> V { E.load16(p) }
     @inline(__always) func st(_ p: UnsafeMutablePointer<Float>, _ v: V) { UnsafeMutableRawPointer(p).storeBytes(of: v, as: V.self) }
-    /// Calls body(valueRow, probabilityIndex) for every key in order.
-    @inline(__always) func forEachKey(_ body: (UnsafePointer<E>, Int) -> Void) {
+    let p1 = probs + ldProbs
+    var d = 0
+    while d + 64 <= headDim {
+        var a0 = V(), a1 = V(), a2 = V(), a3 = V()
+        var b0 = V(), b1 = V(), b2 = V(), b3 = V()
+        // Keys in order, one run of consecutive slots of a block at a time.
         var j = 0
         while j < keys {
             let pos = start + j
             let slot = pos % bs
             let n = min(bs - slot, keys - j)
-            let base = values + (Int(table[pos / bs]) * bs + slot) * rowStride
-            for i in 0..<n { body(base + i * rowStride, j + i) }
-            j += n
-        }
-    }
-    let p1 = probs + ldProbs
-    var d = 0
-    while d + 64 <= headDim {
-        var a0 = V(), a1 = V(), a2 = V(), a3 = V()
-        if rows == 2 {
-            var b0 = V(), b1 = V(), b2 = V(), b3 = V()
-            forEachKey { v, j in
-                let p = V(repeating: probs[j]), q = V(repeating: p1[j])
-                let v0 = ld(v + d), v1 = ld(v + d + 16), v2 = ld(v + d + 32), v3 = ld(v + d + 48)
-                a0.addProduct(p, v0); a1.addProduct(p, v1); a2.addProduct(p, v2); a3.addProduct(p, v3)
-                b0.addProduct(q, v0); b1.addProduct(q, v1); b2.addProduct(q, v2); b3.addProduct(q, v3)
-            }
-            let o = acc + headDim + d
-            st(o, b0); st(o + 16, b1); st(o + 32, b2); st(o + 48, b3)
-        } else {
-            forEachKey { v, j in
-                let p = V(repeating: probs[j])
-                a0.addProduct(p, ld(v + d)); a1.addProduct(p, ld(v + d + 16))
-                a2.addProduct(p, ld(v + d + 32)); a3.addProduct(p, ld(v + d + 48))
+            var v = values + (Int(table[pos / bs]) * bs + slot) * rowStride + d
+            let end = j + n
+            if rows == 2 {
+                while j < end {
+                    let p = V(repeating: probs[j]), q = V(repeating: p1[j])
+                    let v0 = E.load16(v), v1 = E.load16(v + 16), v2 = E.load16(v + 32), v3 = E.load16(v + 48)
+                    a0.addProduct(p, v0); a1.addProduct(p, v1); a2.addProduct(p, v2); a3.addProduct(p, v3)
+                    b0.addProduct(q, v0); b1.addProduct(q, v1); b2.addProduct(q, v2); b3.addProduct(q, v3)
+                    v += rowStride
+                    j += 1
+                }
+            } else {
+                while j < end {
+                    let p = V(repeating: probs[j])
+                    a0.addProduct(p, E.load16(v)); a1.addProduct(p, E.load16(v + 16))
+                    a2.addProduct(p, E.load16(v + 32)); a3.addProduct(p, E.load16(v + 48))
+                    v += rowStride
+                    j += 1
+                }
             }
         }
         st(acc + d, a0); st(acc + d + 16, a1); st(acc + d + 32, a2); st(acc + d + 48, a3)
+        if rows == 2 {
+            let o = acc + headDim + d
+            st(o, b0); st(o + 16, b1); st(o + 32, b2); st(o + 48, b3)
+        }
         d += 64
     }
-    while d + 16 <= headDim {
+    // Narrower heads and tails: 16 columns, then single columns, one row at a time.
+    while d < headDim {
+        let width = d + 16 <= headDim ? 16 : 1
         for r in 0..<rows {
             let pr = probs + r * ldProbs
             var a = V()
-            forEachKey { v, j in a.addProduct(V(repeating: pr[j]), ld(v + d)) }
-            st(acc + r * headDim + d, a)
+            var a1: Float = 0
+            var j = 0
+            while j < keys {
+                let pos = start + j
+                let slot = pos % bs
+                let n = min(bs - slot, keys - j)
+                var v = values + (Int(table[pos / bs]) * bs + slot) * rowStride + d
+                for i in j..<j + n {
+                    if width == 16 { a.addProduct(V(repeating: pr[i]), E.load16(v)) } else { a1 = a1.addingProduct(pr[i], E.load1(v)) }
+                    v += rowStride
+                }
+                j += n
+            }
+            if width == 16 { st(acc + r * headDim + d, a) } else { acc[r * headDim + d] = a1 }
         }
-        d += 16
-    }
-    while d < headDim {
-        for r in 0..<rows {
-            let pr = probs + r * ldProbs
-            var a: Float = 0
-            forEachKey { v, j in a = a.addingProduct(pr[j], E.load1(v + d)) }
-            acc[r * headDim + d] = a
-        }
-        d += 1
+        d += width
     }
 }
 
