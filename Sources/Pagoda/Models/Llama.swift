@@ -200,8 +200,17 @@ public final class LlamaModel: Sendable {
                        cos: ws.ropeCos, sin: ws.ropeSin)
         }
         mark(.other)
+        // Per-token ops (norms, RoPE, cache writes) split over the threads for large batches: each token is
+        // computed the same way whichever thread takes it.
+        @inline(__always) func perToken(_ body: (Range<Int>) -> Void) {
+            if n >= 32 { pool.parallelFor(n, body) } else { body(0..<n) }
+        }
+        let half = c.headDim / 2
         for (li, layer) in layers.enumerated() {
-            rmsNorm(x, layer.attnNorm.pointer, xn, tokens: n, n: h, eps: c.rmsNormEps)
+            perToken { r in
+                rmsNorm(x + r.lowerBound * h, layer.attnNorm.pointer, xn + r.lowerBound * h, tokens: r.count, n: h,
+                        eps: c.rmsNormEps)
+            }
             quantizeInput(xn, tokens: n, cols: h, for: layer.wq, layer.wk, layer.wv, into: qx, pool: pool)
             mark(.norm)
             if let mq = layer.wq.quantized, let mk = layer.wk.quantized, let mv = layer.wv.quantized {
@@ -214,18 +223,24 @@ public final class LlamaModel: Sendable {
                 layer.wv(xn, tokens: n, into: v, qx: qx, pool: pool)
             }
             mark(.qkv)
-            if let qn = layer.qNorm, let kn = layer.kNorm {
-                rmsNorm(q, qn.pointer, q, tokens: n * c.headCount, n: c.headDim, eps: c.rmsNormEps)
-                rmsNorm(k, kn.pointer, k, tokens: n * c.kvHeadCount, n: c.headDim, eps: c.rmsNormEps)
-            }
-            applyRope(q, tokens: n, heads: c.headCount, headDim: c.headDim, stride: qDim,
-                      cos: ws.ropeCos, sin: ws.ropeSin, style: c.ropeStyle)
-            applyRope(k, tokens: n, heads: c.kvHeadCount, headDim: c.headDim, stride: kvDim,
-                      cos: ws.ropeCos, sin: ws.ropeSin, style: c.ropeStyle)
             let kvLayer = cache.layers[li]
-            for t in 0..<n {
-                kvLayer.store(row: slots[t], keys: k + t * kvDim, values: v + t * kvDim, kvHeads: c.kvHeadCount,
-                              headDim: c.headDim, blockSize: cache.blockSize)
+            slots.withUnsafeBufferPointer { slots in
+                perToken { r in
+                    let qr = q + r.lowerBound * qDim, kr = k + r.lowerBound * kvDim
+                    if let qn = layer.qNorm, let kn = layer.kNorm {
+                        rmsNorm(qr, qn.pointer, qr, tokens: r.count * c.headCount, n: c.headDim, eps: c.rmsNormEps)
+                        rmsNorm(kr, kn.pointer, kr, tokens: r.count * c.kvHeadCount, n: c.headDim, eps: c.rmsNormEps)
+                    }
+                    let cosT = ws.ropeCos + r.lowerBound * half, sinT = ws.ropeSin + r.lowerBound * half
+                    applyRope(qr, tokens: r.count, heads: c.headCount, headDim: c.headDim, stride: qDim,
+                              cos: cosT, sin: sinT, style: c.ropeStyle)
+                    applyRope(kr, tokens: r.count, heads: c.kvHeadCount, headDim: c.headDim, stride: kvDim,
+                              cos: cosT, sin: sinT, style: c.ropeStyle)
+                    for t in r {
+                        kvLayer.store(row: slots[t], keys: k + t * kvDim, values: v + t * kvDim, kvHeads: c.kvHeadCount,
+                                      headDim: c.headDim, blockSize: cache.blockSize)
+                    }
+                }
             }
             mark(.rope)
             pagedAttention(q: q, out: attn, kv: kvLayer, sequences: batch.sequences,
@@ -235,7 +250,10 @@ public final class LlamaModel: Sendable {
             quantizeInput(attn, tokens: n, cols: qDim, for: layer.wo, into: qx, pool: pool)
             layer.wo.addProjection(attn, tokens: n, to: x, scratch: tmp, qx: qx, pool: pool)
             mark(.oProj)
-            rmsNorm(x, layer.ffnNorm.pointer, xn, tokens: n, n: h, eps: c.rmsNormEps)
+            perToken { r in
+                rmsNorm(x + r.lowerBound * h, layer.ffnNorm.pointer, xn + r.lowerBound * h, tokens: r.count, n: h,
+                        eps: c.rmsNormEps)
+            }
             quantizeInput(xn, tokens: n, cols: h, for: layer.gate, layer.up, into: qx, pool: pool)
             mark(.norm)
             if let mg = layer.gate.quantized, let mu = layer.up.quantized {
