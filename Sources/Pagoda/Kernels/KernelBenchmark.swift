@@ -193,6 +193,7 @@ public enum KernelBenchmark {
         let keys = Tensor.randomActivations(blocks * blockSize * kvDim, seed: 3)
         let values = Tensor.randomActivations(blocks * blockSize * kvDim, seed: 4)
         var out: [Result] = []
+        let workspace = AttentionWorkspace()
         for dtype in KVCacheDType.allCases {
             let n = keys.count
             let kb = UnsafeMutableRawPointer.allocate(byteCount: n * dtype.bytes, alignment: 64)
@@ -218,7 +219,8 @@ public enum KernelBenchmark {
                 }
                 let t = best(reps: 5) {
                     pagedAttention(q: q.pointer, out: o.pointer, kv: kv, sequences: seqs, heads: s.heads,
-                                   kvHeads: s.kvHeads, headDim: s.headDim, blockSize: blockSize, pool: pool)
+                                   kvHeads: s.kvHeads, headDim: s.headDim, blockSize: blockSize, pool: pool,
+                                   workspace: workspace)
                 }
                 let flops = Double(batch * context * s.heads * s.headDim * 4)
                 let bytes = Double(batch * context * kvDim * 2 * dtype.bytes)
@@ -236,7 +238,8 @@ public enum KernelBenchmark {
                                               blockTable: (0..<perSeqBlocks).map { Int32($0) })]
                 let t = best(reps: 3) {
                     pagedAttention(q: q.pointer, out: o.pointer, kv: kv, sequences: seqs, heads: s.heads,
-                                   kvHeads: s.kvHeads, headDim: s.headDim, blockSize: blockSize, pool: pool)
+                                   kvHeads: s.kvHeads, headDim: s.headDim, blockSize: blockSize, pool: pool,
+                                   workspace: workspace)
                 }
                 let pairs = Double(prompt * (prompt + 1) / 2)
                 let flops = pairs * Double(s.heads * s.headDim * 4)

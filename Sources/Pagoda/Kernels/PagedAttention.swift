@@ -123,7 +123,8 @@ extension Float16: KVElement {
 /// q: [tokens, heads·headDim]; out: [tokens, heads·headDim].
 public func pagedAttention(q: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>, kv: LayerKV,
                            sequences: [AttentionSequence], heads: Int, kvHeads: Int, headDim: Int,
-                           blockSize: Int, pool: ThreadPool) {
+                           blockSize: Int, pool: ThreadPool, workspace: AttentionWorkspace? = nil) {
+    let workspace = workspace ?? AttentionWorkspace()
     let group = heads / kvHeads
     let tileTokens = max(1, AttentionPlan.tileRows / group)
     // Tiles: (sequence, first new token, token count).
@@ -155,7 +156,7 @@ public func pagedAttention(q: UnsafePointer<Float>, out: UnsafeMutablePointer<Fl
             // Later tiles attend to more keys: chunks are claimed from the end of the batch first, a few per
             // thread, so the threads finish together.
             let chunks = pool.threadCount == 1 ? 1 : min(items, pool.threadCount * 8)
-            let scratch = AttentionScratch(plan: plan, slots: chunks)
+            let scratch = AttentionScratch(plan: plan, slots: chunks, workspace: workspace)
             pool.forEachChunk(chunks) { c in
                 let range = (items - items * (c + 1) / chunks)..<(items - items * c / chunks)
                 let w = scratch.slot(c)
@@ -175,7 +176,7 @@ public func pagedAttention(q: UnsafePointer<Float>, out: UnsafeMutablePointer<Fl
         } else {
             // Every (item, partition) on its own, then the merges in partition order.
             let stride = maxParts
-            let partials = AttentionScratch(plan: plan, slots: items * stride)
+            let partials = AttentionScratch(plan: plan, slots: items * stride, workspace: workspace)
             let pairs = items * stride
             let chunks = min(pairs, pool.threadCount * 8)
             pool.forEachChunk(chunks) { c in
@@ -208,6 +209,28 @@ public func pagedAttention(q: UnsafePointer<Float>, out: UnsafeMutablePointer<Fl
     }
 }
 
+/// Working memory of `pagedAttention`, kept across calls (one per concurrent caller): grown to the largest
+/// call seen, so a forward pass allocates nothing per layer.
+public final class AttentionWorkspace: @unchecked Sendable {
+    private var buffer: UnsafeMutablePointer<Float>?
+    private var capacity = 0
+
+    public init() {}
+
+    deinit { buffer?.deallocate() }
+
+    /// At least `floats` floats, 64-byte aligned; valid until the next call.
+    func reserve(floats: Int) -> UnsafeMutablePointer<Float> {
+        if floats > capacity || buffer == nil {
+            buffer?.deallocate()
+            let n = max(floats, capacity * 2, 1024)
+            buffer = UnsafeMutableRawPointer.allocate(byteCount: n * 4, alignment: 64).bindMemory(to: Float.self, capacity: n)
+            capacity = n
+        }
+        return buffer!
+    }
+}
+
 /// Shapes of one attention call.
 struct AttentionPlan {
     /// Query rows (tokens × heads of a group) computed together against each loaded key block.
@@ -227,20 +250,18 @@ struct AttentionPlan {
 
 /// Per-slot working memory of `pagedAttention`: the tile's scaled queries, its rows' contexts, a score block,
 /// and the running and partial softmax states (max, sum, weighted values) of every row. One allocation per call.
-final class AttentionScratch {
+struct AttentionScratch {
     let plan: AttentionPlan
     let base: UnsafeMutablePointer<Float>
     let slotFloats: Int
 
-    init(plan: AttentionPlan, slots: Int) {
+    init(plan: AttentionPlan, slots: Int, workspace: AttentionWorkspace) {
         self.plan = plan
         let r = plan.rows, d = plan.headDim
         // queries, scores, running (m, l, acc), partial (m, l, acc), contexts
         slotFloats = (r * d + r * plan.ldScores + 16 + 2 * (2 * r + r * d) + r + 15) / 16 * 16
-        base = .allocate(capacity: slotFloats * max(1, slots))
+        base = workspace.reserve(floats: slotFloats * max(1, slots))
     }
-
-    deinit { base.deallocate() }
 
     func slot(_ i: Int) -> AttentionSlot { AttentionSlot(plan: plan, base: base + i * slotFloats) }
 }

@@ -245,7 +245,7 @@ public final class LlamaModel: Sendable {
             mark(.rope)
             pagedAttention(q: q, out: attn, kv: kvLayer, sequences: batch.sequences,
                            heads: c.headCount, kvHeads: c.kvHeadCount, headDim: c.headDim,
-                           blockSize: cache.blockSize, pool: pool)
+                           blockSize: cache.blockSize, pool: pool, workspace: ws.attention)
             mark(.attention)
             quantizeInput(attn, tokens: n, cols: qDim, for: layer.wo, into: qx, pool: pool)
             layer.wo.addProjection(attn, tokens: n, to: x, scratch: tmp, qx: qx, pool: pool)
@@ -312,6 +312,7 @@ final class ForwardWorkspace: @unchecked Sendable {
     var ropeCos: UnsafeMutablePointer<Float> { buffers[9] }
     var ropeSin: UnsafeMutablePointer<Float> { buffers[10] }
     let qx = QuantizedActivations()
+    let attention = AttentionWorkspace()
 
     func reserve(tokens n: Int, config c: ModelConfig) {
         if n <= tokens { return }
