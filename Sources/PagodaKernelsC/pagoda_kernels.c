@@ -444,3 +444,140 @@ int64_t pagoda_int8_dot_loop_ops(void) {
     const int isa = pagoda_q_isa();
     return isa == 2 ? 12 * 64 * 2 : isa == 1 ? 12 * 32 * 2 : 12 * 4 * 2;
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// Half-precision weights × fp32 activations. Layout (see pagoda_kernels.h): groups of 8 rows; for each group
+// and each chunk of 16 columns, the 8 rows' 16 values back to back (256 bytes), zero-padded past the last
+// column and the last row, so a tile reads one contiguous stream.
+
+static inline float bf16_to_float(uint16_t h) {
+    const uint32_t bits = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+#define HG 8    // rows per group
+#define HK 16   // columns per chunk
+
+static inline const uint16_t *hchunk(const uint16_t *w, int64_t chunks, int64_t r, int64_t c) {
+    return w + (((r / HG) * chunks + c) * HG + r % HG) * HK;
+}
+
+static void hgemm_scalar(const uint16_t *w, int32_t bf, int64_t rows, int64_t cols, const float *x, int64_t tokens,
+                         float *y, int64_t ldy, int64_t r0, int64_t r1, const float *bias) {
+    (void)rows;
+    const int64_t chunks = (cols + HK - 1) / HK;
+    for (int64_t r = r0; r < r1; r++) {
+        for (int64_t t = 0; t < tokens; t++) {
+            const float *xt = x + t * cols;
+            float acc = 0.0f;
+            for (int64_t c = 0; c < chunks; c++) {
+                const uint16_t *wc = hchunk(w, chunks, r, c);
+                for (int j = 0; j < HK && c * HK + j < cols; j++)
+                    acc = fmaf(xt[c * HK + j], bf ? bf16_to_float(wc[j]) : half_to_float(wc[j]), acc);
+            }
+            y[t * ldy + r] = bias ? acc + bias[r] : acc;
+        }
+    }
+}
+
+#ifdef PQ_X86
+#define T512H __attribute__((target("avx512f,avx512bw,avx512vl,fma,f16c")))
+
+T512H INL __m512 hload512(const uint16_t *p, int bf) {
+    const __m256i h = _mm256_loadu_si256((const __m256i *)p);
+    if (bf) return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+    return _mm512_cvtph_ps(h);
+}
+
+/// NT tokens × NR rows (r .. r+NR-1, inside one group) starting at token t0: one 16-lane accumulator per pair.
+T512H INL void htile512(const uint16_t *w, int bf, int64_t cols, const float *x, int64_t t0, int64_t r, const int NT,
+                        const int NR, float *y, int64_t ldy, const float *bias) {
+    const int64_t chunks = (cols + HK - 1) / HK;
+    __m512 acc[4][8];
+    for (int n = 0; n < NT; n++)
+        for (int i = 0; i < NR; i++) acc[n][i] = _mm512_setzero_ps();
+    const uint16_t *wp = hchunk(w, chunks, r, 0);
+    for (int64_t c = 0; c < chunks; c++, wp += HG * HK) {
+        const int64_t k = c * HK;
+        const __mmask16 m = cols - k >= HK ? (__mmask16)0xffff : (__mmask16)((1u << (cols - k)) - 1u);
+        __m512 wv[8];
+        for (int i = 0; i < NR; i++) wv[i] = hload512(wp + i * HK, bf);
+        for (int n = 0; n < NT; n++) {
+            const __m512 xv = _mm512_maskz_loadu_ps(m, x + (t0 + n) * cols + k);
+            for (int i = 0; i < NR; i++) acc[n][i] = _mm512_fmadd_ps(xv, wv[i], acc[n][i]);
+        }
+    }
+    for (int n = 0; n < NT; n++)
+        for (int i = 0; i < NR; i++) {
+            const float v = _mm512_reduce_add_ps(acc[n][i]);
+            y[(t0 + n) * ldy + r + i] = bias ? v + bias[r + i] : v;
+        }
+}
+
+T512H __attribute__((noinline)) static void hgemm512(const uint16_t *w, int32_t bf, int64_t rows, int64_t cols,
+                                                      const float *x, int64_t tokens, float *y, int64_t ldy, int64_t r0,
+                                                      int64_t r1, const float *bias) {
+    (void)rows;
+    int64_t r = r0;
+    if (tokens < 4) {
+        // Decode: a whole group at a time streams the weights.
+        for (; r + 8 <= r1 && r % 8 == 0; r += 8)
+            for (int64_t t = 0; t < tokens; t++) htile512(w, bf, cols, x, t, r, 1, 8, y, ldy, bias);
+    } else {
+        for (; r + 4 <= r1 && r % 4 == 0; r += 4) {
+            int64_t t = 0;
+            for (; t + 4 <= tokens; t += 4) htile512(w, bf, cols, x, t, r, 4, 4, y, ldy, bias);
+            for (; t < tokens; t++) htile512(w, bf, cols, x, t, r, 1, 4, y, ldy, bias);
+        }
+    }
+    for (; r < r1; r++)
+        for (int64_t t = 0; t < tokens; t++) htile512(w, bf, cols, x, t, r, 1, 1, y, ldy, bias);
+}
+
+T256 INL __m256 hload256(const uint16_t *p, int bf) {
+    const __m128i h = _mm_loadu_si128((const __m128i *)p);
+    if (bf) return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+    return _mm256_cvtph_ps(h);
+}
+
+T256 __attribute__((noinline)) static void hgemm256(const uint16_t *w, int32_t bf, int64_t rows, int64_t cols,
+                                                     const float *x, int64_t tokens, float *y, int64_t ldy, int64_t r0,
+                                                     int64_t r1, const float *bias) {
+    (void)rows;
+    const int64_t chunks = (cols + HK - 1) / HK, full = cols / HK;
+    for (int64_t r = r0; r < r1; r++) {
+        for (int64_t t = 0; t < tokens; t++) {
+            const float *xt = x + t * cols;
+            __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+            for (int64_t c = 0; c < full; c++) {
+                const uint16_t *wc = hchunk(w, chunks, r, c);
+                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(xt + c * HK), hload256(wc, bf), a0);
+                a1 = _mm256_fmadd_ps(_mm256_loadu_ps(xt + c * HK + 8), hload256(wc + 8, bf), a1);
+            }
+            float l[16];
+            _mm256_storeu_ps(l, a0);
+            _mm256_storeu_ps(l + 8, a1);
+            float v = (((l[0] + l[8]) + (l[4] + l[12])) + ((l[2] + l[10]) + (l[6] + l[14])))
+                    + (((l[1] + l[9]) + (l[5] + l[13])) + ((l[3] + l[11]) + (l[7] + l[15])));
+            if (full < chunks) {
+                const uint16_t *wc = hchunk(w, chunks, r, full);
+                for (int64_t k = full * HK; k < cols; k++)
+                    v = fmaf(xt[k], bf ? bf16_to_float(wc[k - full * HK]) : half_to_float(wc[k - full * HK]), v);
+            }
+            y[t * ldy + r] = bias ? v + bias[r] : v;
+        }
+    }
+}
+#endif
+
+void pagoda_hgemm(const uint16_t *w, int32_t is_bf16, int64_t rows, int64_t cols, const float *x, int64_t tokens,
+                  float *y, int64_t ldy, int64_t r0, int64_t r1, const float *bias) {
+#ifdef PQ_X86
+    const int isa = pagoda_q_isa();
+    if (isa == 2) { hgemm512(w, is_bf16, rows, cols, x, tokens, y, ldy, r0, r1, bias); return; }
+    if (isa == 1) { hgemm256(w, is_bf16, rows, cols, x, tokens, y, ldy, r0, r1, bias); return; }
+#endif
+    hgemm_scalar(w, is_bf16, rows, cols, x, tokens, y, ldy, r0, r1, bias);
+}

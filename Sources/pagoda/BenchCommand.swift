@@ -188,7 +188,7 @@ struct BenchKernelsCommand: ParsableCommand {
 
     @Option(help: "Model whose layer shapes to use (only its metadata is read).") var model = defaultModelPath
     @Option(help: "Threads (default: one per core).") var threads: Int?
-    @Option(help: "Weight types to measure, comma separated.") var dtypes = "q4_0,q4_1,q8_0,q4_K,f32"
+    @Option(help: "Weight types to measure, comma separated.") var dtypes = "q4_0,q4_1,q8_0,q4_K,f16,bf16,f32"
     @Option(help: "Tokens of the batched GEMM and of decode attention.") var batch = 64
     @Option(help: "Tokens of the prompt-sized GEMM and of prefill attention.") var prompt = 512
     @Option(help: "Context of each sequence in decode attention.") var context = 512

@@ -284,7 +284,7 @@ public enum KernelBenchmark {
 
 extension Linear {
     /// Bytes of weights one multiplication reads.
-    var weightBytes: Int { quantized?.byteCount ?? outFeatures * inFeatures * 4 }
+    var weightBytes: Int { quantized?.byteCount ?? half?.byteCount ?? outFeatures * inFeatures * 4 }
 }
 
 extension Tensor {

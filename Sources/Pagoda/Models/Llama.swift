@@ -3,25 +3,31 @@ import Foundation
 /// A linear layer y = x·Wᵀ + b with W stored [outFeatures, inFeatures].
 ///
 /// Quantized weights (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K) stay quantized in a `QuantizedMatrix` and are
-/// multiplied by int8-quantized activations; other types (and every type when `fp32` is set) are
-/// dequantized to fp32 and use `matmulF32`.
+/// multiplied by int8-quantized activations; F16 and BF16 weights stay in the file's 16-bit form
+/// (`HalfMatrix`, fp32 activations); other types (and every type when `fp32` is set) are dequantized to fp32
+/// and use `matmulF32`.
 public struct Linear: Sendable {
     public let outFeatures: Int
     public let inFeatures: Int
     let weight: FloatBuffer?
     let quantized: QuantizedMatrix?
+    let half: HalfMatrix?
     let bias: FloatBuffer?
 
     init(_ t: Tensor, bias b: Tensor? = nil, fp32: Bool = false) {
         outFeatures = t.rows
         inFeatures = t.columns
-        if !fp32, QuantizedMatrix.supportedTypes.contains(t.dtype), let q = try? QuantizedMatrix(t) {
-            quantized = q
-            weight = nil
+        var q: QuantizedMatrix?, h: HalfMatrix?, w: FloatBuffer?
+        if !fp32, QuantizedMatrix.supportedTypes.contains(t.dtype), let m = try? QuantizedMatrix(t) {
+            q = m
+        } else if !fp32, let m = HalfMatrix(t) {
+            h = m
         } else {
-            quantized = nil
-            weight = FloatBuffer(t.toFloats())
+            w = FloatBuffer(t.toFloats())
         }
+        quantized = q
+        half = h
+        weight = w
         bias = b.map { FloatBuffer($0.toFloats()) }
     }
 
@@ -34,6 +40,8 @@ public struct Linear: Sendable {
         if let quantized {
             precondition(qx.tokens == tokens && qx.cols == inFeatures, "Linear: stale quantized input")
             quantized.multiply(activations: qx, y: y, bias: b, pool: pool)
+        } else if let half {
+            half.multiply(x: x, tokens: tokens, y: y, bias: b, pool: pool)
         } else {
             matmulF32(x: x, tokens: tokens, w: weight!.pointer, rows: outFeatures, cols: inFeatures, bias: b, y: y, pool: pool)
         }
@@ -115,8 +123,8 @@ public final class LlamaModel: Sendable {
         if let out = w.optional("output.weight") {
             _ = try w.require("output.weight", shape: [c.vocabSize, h])
             lmHead = Linear(out, fp32: fp32)
-        } else if !fp32, QuantizedMatrix.supportedTypes.contains(embd.dtype) {
-            lmHead = Linear(embd)  // tied: the quantized embedding table is the LM head
+        } else if !fp32, QuantizedMatrix.supportedTypes.contains(embd.dtype) || HalfMatrix.supportedTypes.contains(embd.dtype) {
+            lmHead = Linear(embd)  // tied: the quantized (or 16-bit) embedding table is the LM head
         } else {
             lmHead = nil
         }

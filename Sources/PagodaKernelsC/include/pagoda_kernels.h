@@ -50,6 +50,18 @@ void pagoda_qgemm(const pagoda_qmat *m, const int8_t *q, const float *dx, const 
 /// The code path in use: 0 scalar, 1 AVX2, 2 AVX-512 VNNI.
 int pagoda_q_isa(void);
 
+// ---- Half-precision weights (F16 / BF16) × fp32 activations ----
+//
+// w holds fp16 (is_bf16 = 0) or bf16 (is_bf16 = 1) values repacked in groups of 8 rows: for each group and each
+// chunk of 16 columns, the 8 rows' 16 values back to back, zero-padded past the last column and row. For each
+// output y[t·ldy + r]: 16 lanes accumulate fma(x[k], w[k]) over the chunks in order (the last one masked), then
+// the lanes are summed in a fixed tree order, then the bias is added. Every tile shape performs these operations,
+// so results do not depend on the batch (batch invariance). The AVX2 path uses 2 × 8 lanes; the scalar path 1.
+
+/// y[t*ldy + r] for rows [r0, r1) and all tokens.
+void pagoda_hgemm(const uint16_t *w, int32_t is_bf16, int64_t rows, int64_t cols, const float *x, int64_t tokens,
+                  float *y, int64_t ldy, int64_t r0, int64_t r1, const float *bias);
+
 /// A register-only loop of the code path's int8 dot-product instruction (12 independent chains), for
 /// measuring the compute peak; returns a value that depends on every chain.
 int64_t pagoda_int8_dot_loop(int64_t iters, int32_t seed);
