@@ -487,6 +487,12 @@ func accumulateValues<E: KVElement>(acc: UnsafeMutablePointer<Float>, rows: Int,
     typealias V = SIMD16<Float>
     @inline(__always) func st(_ p: UnsafeMutablePointer<Float>, _ v: V) { UnsafeMutableRawPointer(p).storeBytes(of: v, as: V.self) }
     let p1 = probs + ldProbs
+    /// The run of consecutive slots of one block that starts at key j: its length, and the value row of its
+    /// first key at column d.
+    @inline(__always) func run(from j: Int, column d: Int) -> (Int, UnsafePointer<E>) {
+        let pos = start + j, slot = pos % bs
+        return (min(bs - slot, keys - j), values + (Int(table[pos / bs]) * bs + slot) * rowStride + d)
+    }
     var d = 0
     while d + 64 <= headDim {
         var a0 = V(), a1 = V(), a2 = V(), a3 = V()
@@ -494,10 +500,8 @@ func accumulateValues<E: KVElement>(acc: UnsafeMutablePointer<Float>, rows: Int,
         // Keys in order, one run of consecutive slots of a block at a time.
         var j = 0
         while j < keys {
-            let pos = start + j
-            let slot = pos % bs
-            let n = min(bs - slot, keys - j)
-            var v = values + (Int(table[pos / bs]) * bs + slot) * rowStride + d
+            let (n, first) = run(from: j, column: d)
+            var v = first
             let end = j + n
             if rows == 2 {
                 while j < end {
@@ -534,10 +538,8 @@ func accumulateValues<E: KVElement>(acc: UnsafeMutablePointer<Float>, rows: Int,
             var a1: Float = 0
             var j = 0
             while j < keys {
-                let pos = start + j
-                let slot = pos % bs
-                let n = min(bs - slot, keys - j)
-                var v = values + (Int(table[pos / bs]) * bs + slot) * rowStride + d
+                let (n, first) = run(from: j, column: d)
+                var v = first
                 for i in j..<j + n {
                     if width == 16 { a.addProduct(V(repeating: pr[i]), E.load16(v)) } else { a1 = a1.addingProduct(pr[i], E.load1(v)) }
                     v += rowStride

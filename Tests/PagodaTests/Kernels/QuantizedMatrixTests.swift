@@ -20,17 +20,9 @@ final class QuantizedMatrixTests: XCTestCase {
     let pool = ThreadPool(threadCount: 2)
 
     func run(_ m: QuantizedMatrix, _ x: [Float], tokens: Int, bias: [Float]? = nil) -> [Float] {
-        var y = [Float](repeating: .nan, count: tokens * m.rows)
-        x.withUnsafeBufferPointer { xp in
-            y.withUnsafeMutableBufferPointer { yp in
-                if let bias {
-                    bias.withUnsafeBufferPointer { m.multiply(x: xp.baseAddress!, tokens: tokens, y: yp.baseAddress!, bias: $0.baseAddress!, pool: pool) }
-                } else {
-                    m.multiply(x: xp.baseAddress!, tokens: tokens, y: yp.baseAddress!, bias: nil, pool: pool)
-                }
-            }
+        multiplyForTest(rows: m.rows, x: x, tokens: tokens, bias: bias) {
+            m.multiply(x: $0, tokens: tokens, y: $1, bias: $2, pool: pool)
         }
-        return y
     }
 
     /// Checks one configuration against the double-precision references; returns the results per ISA.

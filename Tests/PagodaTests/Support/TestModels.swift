@@ -32,3 +32,20 @@ enum TestModels {
         return rows.indices.map { Array(flat[$0 * v..<($0 + 1) * v]) }
     }
 }
+
+/// y[tokens × rows] from a matrix-multiply call `body(x, y, bias)` on array inputs (y starts as NaN, so rows
+/// the call misses show up).
+func multiplyForTest(rows: Int, x: [Float], tokens: Int, bias: [Float]?,
+                     _ body: (UnsafePointer<Float>, UnsafeMutablePointer<Float>, UnsafePointer<Float>?) -> Void) -> [Float] {
+    var y = [Float](repeating: .nan, count: tokens * rows)
+    x.withUnsafeBufferPointer { xp in
+        y.withUnsafeMutableBufferPointer { yp in
+            if let bias {
+                bias.withUnsafeBufferPointer { body(xp.baseAddress!, yp.baseAddress!, $0.baseAddress!) }
+            } else {
+                body(xp.baseAddress!, yp.baseAddress!, nil)
+            }
+        }
+    }
+    return y
+}
