@@ -100,7 +100,26 @@ public enum BenchServe {
         mutating func uniform() -> Double { Double(next() >> 11) / Double(1 << 53) }
     }
 
-    public static func run(_ o: BenchServeOptions, client: HTTPClient = .shared, log: @Sendable (String) -> Void) async throws -> BenchSummary {
+    /// Runs the load. Without `client`, a client of its own is made with room for one connection per request in
+    /// flight (a shared client keeps at most 8 connections per host, which would queue requests in the client
+    /// and count that wait as time to first token).
+    public static func run(_ o: BenchServeOptions, client: HTTPClient? = nil, log: @Sendable (String) -> Void) async throws -> BenchSummary {
+        if let client { return try await run(o, with: client, log: log) }
+        var config = HTTPClient.Configuration()
+        config.connectionPool = .init(idleTimeout: .seconds(60),
+                                      concurrentHTTP1ConnectionsPerHostSoftLimit: max(8, o.maxConcurrency ?? o.numPrompts))
+        let own = HTTPClient(eventLoopGroupProvider: .singleton, configuration: config)
+        do {
+            let summary = try await run(o, with: own, log: log)
+            try await own.shutdown()
+            return summary
+        } catch {
+            try? await own.shutdown()
+            throw error
+        }
+    }
+
+    static func run(_ o: BenchServeOptions, with client: HTTPClient, log: @Sendable (String) -> Void) async throws -> BenchSummary {
         let base = o.url.hasSuffix("/") ? String(o.url.dropLast()) : o.url
         var model = o.model
         if model == nil {

@@ -18,7 +18,7 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Number of KV-cache blocks (overrides --kv-cache-memory).") var numKvBlocks: Int?
     @Option(help: "KV-cache element type: auto (f32), f16 (half the memory) or f32.") var kvCacheDtype = "auto"
     @Option(help: "Most sequences in one batch.") var maxNumSeqs: Int?
-    @Option(help: "Most tokens in one batch.") var maxNumBatchedTokens: Int?
+    @Option(help: "Most tokens in one batch (default 512: prompts are prefilled in chunks of this size, so the first tokens of a burst of requests go out sooner; larger values favour throughput).") var maxNumBatchedTokens = 512
     @Flag(help: "Disable the prefix cache.") var noEnablePrefixCaching = false
     @Option(help: "Compute threads.") var threads: Int?
     @Option(help: "Context length (default: the model's).") var maxModelLen: Int?
@@ -52,7 +52,7 @@ struct ServeCommand: AsyncParsableCommand {
         config.kvCacheDtype = try parseKVCacheDtype(kvCacheDtype)
         if let v = numKvBlocks { config.numKVBlocks = v }
         if let v = maxNumSeqs { config.maxNumSeqs = v }
-        if let v = maxNumBatchedTokens { config.maxNumBatchedTokens = v }
+        config.maxNumBatchedTokens = maxNumBatchedTokens
         if noEnablePrefixCaching { config.enablePrefixCaching = false }
         if let v = threads { config.threads = v }
         if let v = maxModelLen { config.maxModelLen = v }
