@@ -177,14 +177,19 @@ T512 INL __m512 scales512(const uint8_t *p, const int HALF) {
 
 T512 INL void tile512(const pagoda_qmat *m, const uint8_t *gbase, const int8_t *q, const float *dx, const int32_t *sx,
                       const float *dxs, int64_t t0, const int NT, const int NIB, const int MIN, const int HALF, float *y,
-                      int64_t ldy, int64_t g, const float *bias) {
+                      int64_t ldy, int64_t g, const float *bias, int64_t b0, int64_t b1) {
     const int64_t nb = m->blocks, cols = m->cols, bb = m->block_bytes;
     const int64_t sbytes = HALF ? 32 : 64, wofs = MIN ? 2 * sbytes : sbytes;
     const __m512i low = _mm512_set1_epi8(15);
     const int32_t off = m->offset;
+    const int64_t r0 = g * PAGODA_Q_ROWS;
+    const int64_t nr = m->rows - r0 < PAGODA_Q_ROWS ? m->rows - r0 : PAGODA_Q_ROWS;
+    const __mmask16 mask = (__mmask16)((1u << nr) - 1u);
+    // Blocks [b0, b1) of the row: a later range continues the sums an earlier one stored in y (an exact fp32
+    // round trip, so splitting the columns changes no result).
     __m512 acc[4];
-    for (int n = 0; n < NT; n++) acc[n] = _mm512_setzero_ps();
-    for (int64_t b = 0; b < nb; b++) {
+    for (int n = 0; n < NT; n++) acc[n] = b0 == 0 ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(mask, y + (t0 + n) * ldy + r0);
+    for (int64_t b = b0; b < b1; b++) {
         const uint8_t *blk = gbase + b * bb;
         const __m512 wd = scales512(blk, HALF);
         __m512 wm = _mm512_setzero_ps();
@@ -219,27 +224,37 @@ T512 INL void tile512(const pagoda_qmat *m, const uint8_t *gbase, const int8_t *
             if (MIN) acc[n] = _mm512_fmadd_ps(wm, _mm512_set1_ps(dxs[t * nb + b]), acc[n]);
         }
     }
-    const int64_t r0 = g * PAGODA_Q_ROWS;
-    const int64_t nr = m->rows - r0 < PAGODA_Q_ROWS ? m->rows - r0 : PAGODA_Q_ROWS;
-    const __mmask16 mask = (__mmask16)((1u << nr) - 1u);
+    const int last = b1 == nb;
     __m512 bv = _mm512_setzero_ps();
-    if (bias) bv = _mm512_maskz_loadu_ps(mask, bias + r0);
+    if (bias && last) bv = _mm512_maskz_loadu_ps(mask, bias + r0);
     for (int n = 0; n < NT; n++) {
         __m512 v = acc[n];
-        if (bias) v = _mm512_add_ps(v, bv);
+        if (bias && last) v = _mm512_add_ps(v, bv);
         _mm512_mask_storeu_ps(y + (t0 + n) * ldy + r0, mask, v);
     }
+}
+
+/// Blocks per column range for a batch: what keeps one 16-row group's weights of the range in L1 (about 12 KiB)
+/// while every token tile passes over them. One token (decode) streams the whole row at once.
+static inline int64_t qcolumn_blocks(const pagoda_qmat *m, int64_t tokens) {
+    if (tokens <= 4) return m->blocks;
+    const int64_t k = 12288 / m->block_bytes;
+    return k > 0 ? k : 1;
 }
 
 #define DEF512(NAME, NIB, MIN, HALF) \
     T512 __attribute__((noinline)) static void NAME(const pagoda_qmat *m, const int8_t *q, const float *dx, \
         const int32_t *sx, const float *dxs, int64_t tokens, float *y, int64_t ldy, int64_t g0, int64_t g1, \
         const float *bias) { \
+        const int64_t kc = qcolumn_blocks(m, tokens); \
         for (int64_t g = g0; g < g1; g++) { \
             const uint8_t *gbase = m->data + g * m->blocks * m->block_bytes; \
-            int64_t t = 0; \
-            for (; t + 4 <= tokens; t += 4) tile512(m, gbase, q, dx, sx, dxs, t, 4, NIB, MIN, HALF, y, ldy, g, bias); \
-            for (; t < tokens; t++) tile512(m, gbase, q, dx, sx, dxs, t, 1, NIB, MIN, HALF, y, ldy, g, bias); \
+            for (int64_t b0 = 0; b0 < m->blocks; b0 += kc) { \
+                const int64_t b1 = b0 + kc < m->blocks ? b0 + kc : m->blocks; \
+                int64_t t = 0; \
+                for (; t + 4 <= tokens; t += 4) tile512(m, gbase, q, dx, sx, dxs, t, 4, NIB, MIN, HALF, y, ldy, g, bias, b0, b1); \
+                for (; t < tokens; t++) tile512(m, gbase, q, dx, sx, dxs, t, 1, NIB, MIN, HALF, y, ldy, g, bias, b0, b1); \
+            } \
         } \
     }
 DEF512(qgemm512_b, 0, 0, 1)
