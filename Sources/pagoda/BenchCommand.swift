@@ -16,11 +16,9 @@ struct BenchEngineOptions: ParsableArguments {
     @Option(help: "Sequences per step.") var maxNumSeqs: Int?
     @Option(help: "KV block size in tokens.") var blockSize = 16
     @Option(help: "Bytes for the KV cache.") var kvCacheMemory: Int?
-    @Option(help: "KV-cache element type: auto (f32), f16 (half the memory) or f32.") var kvCacheDtype = "auto"
+    @Option(help: KVCacheDtypeArgument.help) var kvCacheDtype = KVCacheDtypeArgument.auto
     @Flag(help: "Turn automatic prefix caching off.") var noEnablePrefixCaching = false
     @Option(help: "Random seed for the prompts.") var seed: UInt64 = 0
-
-    func validate() throws { _ = try parseKVCacheDtype(kvCacheDtype) }
 
     func engineConfig(batch: Int, inputLen: Int, outputLen: Int) -> EngineConfig {
         var c = EngineConfig()
@@ -29,7 +27,7 @@ struct BenchEngineOptions: ParsableArguments {
         c.maxNumSeqs = maxNumSeqs ?? max(batch, 1)
         c.maxNumBatchedTokens = maxNumBatchedTokens ?? max(2048, min(batch * inputLen, 8192))
         c.kvCacheMemoryBytes = kvCacheMemory
-        c.kvCacheDtype = try? parseKVCacheDtype(kvCacheDtype)
+        c.kvCacheDtype = kvCacheDtype.dtype
         c.enablePrefixCaching = !noEnablePrefixCaching
         c.maxModelLen = inputLen + outputLen
         return c
@@ -204,7 +202,7 @@ struct BenchKernelsCommand: ParsableCommand {
         var types: [DType] = []
         for name in dtypes.split(separator: ",") {
             guard let t = DType.named(String(name.trimmingCharacters(in: .whitespaces))) else {
-                throw ValidationError("unknown dtype '\(name)' (try q4_0, q4_1, q5_0, q5_1, q8_0, q4_K, f32)")
+                throw ValidationError("unknown dtype '\(name)' (try q4_0, q4_1, q5_0, q5_1, q8_0, q4_K, f16, bf16, f32)")
             }
             types.append(t)
         }

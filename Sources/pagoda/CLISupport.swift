@@ -50,11 +50,12 @@ func parseDate(_ s: String?) throws -> Date {
     return d
 }
 
-/// `auto` (nil: the engine decides), or a `KVCacheDType` name.
-func parseKVCacheDtype(_ s: String) throws -> KVCacheDType? {
-    if s == "auto" { return nil }
-    guard let t = KVCacheDType(rawValue: s.lowercased()) else {
-        throw ValidationError("--kv-cache-dtype: '\(s)' is not one of auto, f16, f32")
-    }
-    return t
+/// The `--kv-cache-dtype` option of serve, generate and the offline benchmarks.
+enum KVCacheDtypeArgument: String, ExpressibleByArgument, CaseIterable {
+    case auto, f16, f32
+
+    static let help: ArgumentHelp = "KV-cache element type: auto (f32), f16 (half the memory) or f32."
+
+    /// nil for `auto`: the engine decides.
+    var dtype: KVCacheDType? { self == .auto ? nil : KVCacheDType(rawValue: rawValue) }
 }

@@ -16,7 +16,7 @@ struct GenerateCommand: ParsableCommand {
     @Option(help: "Report this many top log-probabilities per token.") var logprobs: Int?
     @Flag(help: "Keep generating after the end-of-sequence token.") var ignoreEos = false
     @Option(help: "Threads (default: one per core).") var threads: Int?
-    @Option(help: "KV-cache element type: auto (f32), f16 (half the memory) or f32.") var kvCacheDtype = "auto"
+    @Option(help: KVCacheDtypeArgument.help) var kvCacheDtype = KVCacheDtypeArgument.auto
     @Flag(help: "Print one JSON object: prompt_ids, output_ids, output_text, steps.") var json = false
 
     func run() throws {
@@ -52,7 +52,7 @@ struct GenerateCommand: ParsableCommand {
         params.logprobs = logprobs ?? (json ? 5 : nil)
         var config = EngineConfig()
         config.threads = threads
-        config.kvCacheDtype = try parseKVCacheDtype(kvCacheDtype)
+        config.kvCacheDtype = kvCacheDtype.dtype
         config.numKVBlocks = (ids.count + maxTokens + 15) / 16 + 1
         config.maxModelLen = ids.count + maxTokens
         let core = try EngineCore(loaded: loaded, config: config)

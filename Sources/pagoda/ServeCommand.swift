@@ -16,7 +16,7 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Tokens per KV-cache block.") var blockSize: Int?
     @Option(help: "Memory for the KV cache, in bytes (suffixes K, M, G allowed).") var kvCacheMemory: String?
     @Option(help: "Number of KV-cache blocks (overrides --kv-cache-memory).") var numKvBlocks: Int?
-    @Option(help: "KV-cache element type: auto (f32), f16 (half the memory) or f32.") var kvCacheDtype = "auto"
+    @Option(help: KVCacheDtypeArgument.help) var kvCacheDtype = KVCacheDtypeArgument.auto
     @Option(help: "Most sequences in one batch.") var maxNumSeqs: Int?
     @Option(help: "Most tokens in one batch (default 512: prompts are prefilled in chunks of this size, so the first tokens of a burst of requests go out sooner; larger values favour throughput).") var maxNumBatchedTokens = 512
     @Flag(help: "Disable the prefix cache.") var noEnablePrefixCaching = false
@@ -49,7 +49,7 @@ struct ServeCommand: AsyncParsableCommand {
         var config = EngineConfig()
         if let v = blockSize { config.blockSize = v }
         if let v = kvCacheMemory { config.kvCacheMemoryBytes = try Self.parseBytes(v) }
-        config.kvCacheDtype = try parseKVCacheDtype(kvCacheDtype)
+        config.kvCacheDtype = kvCacheDtype.dtype
         if let v = numKvBlocks { config.numKVBlocks = v }
         if let v = maxNumSeqs { config.maxNumSeqs = v }
         config.maxNumBatchedTokens = maxNumBatchedTokens
