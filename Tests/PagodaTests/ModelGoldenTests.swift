@@ -4,27 +4,40 @@ import XCTest
 
 /// The forward pass against Hugging Face Transformers fp32 references.
 final class ModelGoldenTests: XCTestCase {
+    /// One record of hf/logits.jsonl and the model's logits at every position of its prompt.
+    struct LogitsCase {
+        let name: String
+        let topIds: [Int]
+        let topLogits: [Float]
+        let argmax: [Int]
+        let margins: [Float]
+        let logits: [[Float]]
+        var last: [Float] { logits[logits.count - 1] }
+    }
+
+    func logitsCases(_ model: LlamaModel) throws -> [LogitsCase] {
+        try Golden.jsonLines("hf/logits.jsonl").map { rec in
+            LogitsCase(name: "\(rec["case"]!)", topIds: (rec["top_ids"] as! [Any]).ints,
+                       topLogits: (rec["top_logits"] as! [Any]).floats,
+                       argmax: (rec["argmax_per_position"] as! [Any]).ints,
+                       margins: (rec["argmax_margin_per_position"] as! [Any]).floats,
+                       logits: TestModels.logits(model, ids: (rec["prompt_ids"] as! [Any]).ints))
+        }
+    }
+
     /// The fp32 reference path, strictly.
     func testSmolLMLogitsMatchTransformers() throws {
-        let model = TestModels.smolFP32
         var worst: Float = 0
-        for rec in try Golden.jsonLines("hf/logits.jsonl") {
-            let ids = (rec["prompt_ids"] as! [Any]).ints
-            let topIds = (rec["top_ids"] as! [Any]).ints
-            let topLogits = (rec["top_logits"] as! [Any]).floats
-            let argmax = (rec["argmax_per_position"] as! [Any]).ints
-            let margins = (rec["argmax_margin_per_position"] as! [Any]).floats
-            let all = TestModels.logits(model, ids: ids)
-            let last = all[all.count - 1]
+        for c in try logitsCases(TestModels.smolFP32) {
+            let last = c.last
             let ours = last.indices.sorted { last[$0] > last[$1] }.prefix(20)
-            XCTAssertEqual(Array(ours), topIds, "case \(rec["case"]!): top-20 ids")
-            for (id, ref) in zip(topIds, topLogits) {
+            XCTAssertEqual(Array(ours), c.topIds, "case \(c.name): top-20 ids")
+            for (id, ref) in zip(c.topIds, c.topLogits) {
                 worst = max(worst, abs(last[id] - ref))
-                XCTAssertEqual(last[id], ref, accuracy: 1e-2, "case \(rec["case"]!) id \(id)")
+                XCTAssertEqual(last[id], ref, accuracy: 1e-2, "case \(c.name) id \(id)")
             }
-            for (p, row) in all.enumerated() where margins[p] > 1e-3 {
-                let a = row.indices.max { row[$0] < row[$1] }!
-                XCTAssertEqual(a, argmax[p], "case \(rec["case"]!) position \(p)")
+            for (p, row) in c.logits.enumerated() where c.margins[p] > 1e-3 {
+                XCTAssertEqual(LogProbs.argmax(row), c.argmax[p], "case \(c.name) position \(p)")
             }
         }
         print("largest |logit - reference| over top-20: \(worst)")
@@ -38,20 +51,13 @@ final class ModelGoldenTests: XCTestCase {
         let model = TestModels.smol
         XCTAssertFalse(model.fp32Weights)
         var worst: Float = 0, agree = 0, total = 0
-        for rec in try Golden.jsonLines("hf/logits.jsonl") {
-            let ids = (rec["prompt_ids"] as! [Any]).ints
-            let topIds = (rec["top_ids"] as! [Any]).ints
-            let topLogits = (rec["top_logits"] as! [Any]).floats
-            let argmax = (rec["argmax_per_position"] as! [Any]).ints
-            let margins = (rec["argmax_margin_per_position"] as! [Any]).floats
-            let all = TestModels.logits(model, ids: ids)
-            let last = all[all.count - 1]
-            for (id, ref) in zip(topIds, topLogits) { worst = max(worst, abs(last[id] - ref)) }
-            for (p, row) in all.enumerated() {
-                let a = row.indices.max { row[$0] < row[$1] }!
+        for c in try logitsCases(model) {
+            for (id, ref) in zip(c.topIds, c.topLogits) { worst = max(worst, abs(c.last[id] - ref)) }
+            for (p, row) in c.logits.enumerated() {
+                let a = LogProbs.argmax(row)
                 total += 1
-                if a == argmax[p] { agree += 1 }
-                if margins[p] > 0.5 { XCTAssertEqual(a, argmax[p], "case \(rec["case"]!) position \(p)") }
+                if a == c.argmax[p] { agree += 1 }
+                if c.margins[p] > 0.5 { XCTAssertEqual(a, c.argmax[p], "case \(c.name) position \(p)") }
             }
         }
         print("quantized path: argmax agreement \(agree)/\(total) positions; largest |logit - reference| over top-20: \(worst)")

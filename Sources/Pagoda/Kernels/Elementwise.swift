@@ -24,7 +24,6 @@ public func addInPlace(_ x: UnsafeMutablePointer<Float>, _ y: UnsafePointer<Floa
     for i in 0..<count { x[i] += y[i] }
 }
 
-
 /// Rotary position embedding, in place, for `heads` heads of `headDim` per token.
 /// `invFreq` has headDim/2 entries.
 public func applyRope(_ x: UnsafeMutablePointer<Float>, tokens: Int, heads: Int, headDim: Int, stride: Int,

@@ -109,8 +109,8 @@ extension Float16: KVElement {
     @inline(__always) static func load1(_ p: UnsafePointer<Float16>) -> Float { Float(p.pointee) }
 }
 
-/// Causal attention of each new token over its own sequence's cached keys and values, flash-style: online
-/// softmax one KV block at a time, never materializing the score matrix.
+/// Causal attention of each new token over its own sequence's cached keys and values, flash-style: scores and
+/// softmax one partition of keys at a time, never materializing the whole score matrix.
 ///
 /// Work items are tiles of up to `tileRows` query rows — consecutive tokens of one sequence times the query heads
 /// that share a KV head — so every key and value loaded serves all of them. Each row's keys are processed in
@@ -248,8 +248,9 @@ struct AttentionPlan {
     var ldScores: Int { (partitionKeys + 15) / 16 * 16 }
 }
 
-/// Per-slot working memory of `pagedAttention`: the tile's scaled queries, its rows' contexts, a score block,
-/// and the running and partial softmax states (max, sum, weighted values) of every row. One allocation per call.
+/// Per-slot working memory of `pagedAttention`: the tile's scaled queries, its rows' contexts, a partition of
+/// scores, and the running and partial softmax states (max, sum, weighted values) of every row, carved from the
+/// caller's `AttentionWorkspace`.
 struct AttentionScratch {
     let plan: AttentionPlan
     let base: UnsafeMutablePointer<Float>

@@ -36,7 +36,7 @@ public struct Linear: Sendable {
     /// y = x·Wᵀ (+ b). `qx` must hold `x` quantized (see `quantizeInput`) when the layer is quantized.
     func callAsFunction(_ x: UnsafePointer<Float>, tokens: Int, into y: UnsafeMutablePointer<Float>,
                         qx: QuantizedActivations, pool: ThreadPool) {
-        let b = bias.map { UnsafePointer($0.pointer) }
+        let b = biasPointer
         if let quantized {
             precondition(qx.tokens == tokens && qx.cols == inFeatures, "Linear: stale quantized input")
             quantized.multiply(activations: qx, y: y, bias: b, pool: pool)
@@ -213,12 +213,15 @@ public final class LlamaModel: Sendable {
         @inline(__always) func perToken(_ body: (Range<Int>) -> Void) {
             if n >= 32 { pool.parallelFor(n, body) } else { body(0..<n) }
         }
+        /// xn = RMSNorm(x) with `weight`.
+        func normalize(with weight: FloatBuffer) {
+            perToken { r in
+                rmsNorm(x + r.lowerBound * h, weight.pointer, xn + r.lowerBound * h, tokens: r.count, n: h, eps: c.rmsNormEps)
+            }
+        }
         let half = c.headDim / 2
         for (li, layer) in layers.enumerated() {
-            perToken { r in
-                rmsNorm(x + r.lowerBound * h, layer.attnNorm.pointer, xn + r.lowerBound * h, tokens: r.count, n: h,
-                        eps: c.rmsNormEps)
-            }
+            normalize(with: layer.attnNorm)
             quantizeInput(xn, tokens: n, cols: h, for: layer.wq, layer.wk, layer.wv, into: qx, pool: pool)
             mark(.norm)
             if let mq = layer.wq.quantized, let mk = layer.wk.quantized, let mv = layer.wv.quantized {
@@ -258,10 +261,7 @@ public final class LlamaModel: Sendable {
             quantizeInput(attn, tokens: n, cols: qDim, for: layer.wo, into: qx, pool: pool)
             layer.wo.addProjection(attn, tokens: n, to: x, scratch: tmp, qx: qx, pool: pool)
             mark(.oProj)
-            perToken { r in
-                rmsNorm(x + r.lowerBound * h, layer.ffnNorm.pointer, xn + r.lowerBound * h, tokens: r.count, n: h,
-                        eps: c.rmsNormEps)
-            }
+            normalize(with: layer.ffnNorm)
             quantizeInput(xn, tokens: n, cols: h, for: layer.gate, layer.up, into: qx, pool: pool)
             mark(.norm)
             if let mg = layer.gate.quantized, let mu = layer.up.quantized {
@@ -275,7 +275,10 @@ public final class LlamaModel: Sendable {
             } else {
                 layer.gate(xn, tokens: n, into: g, qx: qx, pool: pool)
                 layer.up(xn, tokens: n, into: u, qx: qx, pool: pool)
-                siluMul(g, u, g, count: n * inter)
+                perToken { r in
+                    let o = r.lowerBound * inter
+                    siluMul(g + o, u + o, g + o, count: r.count * inter)
+                }
             }
             mark(.gateUp)
             quantizeInput(g, tokens: n, cols: inter, for: layer.down, into: qx, pool: pool)
