@@ -22,10 +22,11 @@ public struct AttentionSequence: Sendable {
     }
 }
 
-/// The K and V storage of one layer: `blockCount` blocks of `blockSize` slots, elements of `dtype`. Values:
-/// slot s of block b is row b·blockSize + s of `kvHeads × headDim` values. Keys are stored transposed within
-/// each block — [block][kvHead][dim][slot] — so one vector load reads a dimension of 16 consecutive keys (see
-/// `keyIndex`). A block occupies the same range of both buffers, so blocks can be copied whole.
+/// The K and V storage of one layer: `blockCount` blocks of `blockSize` slots, elements of `dtype`, each block
+/// grouped by KV head so that one head's keys or values of a block are one contiguous run. Keys are stored
+/// transposed — [block][kvHead][dim][slot] — so one vector load reads a dimension of 16 consecutive keys (see
+/// `keyIndex`); values are [block][kvHead][slot][dim] (see `valueIndex`). A block occupies the same range of both
+/// buffers, so blocks can be copied whole.
 public struct LayerKV: @unchecked Sendable {
     public let keys: UnsafeMutableRawPointer
     public let values: UnsafeMutableRawPointer
@@ -49,6 +50,13 @@ public struct LayerKV: @unchecked Sendable {
         return block * blockSize * kvHeads * headDim + (h * headDim + d) * blockSize + slot
     }
 
+    /// Index (in elements) in `values` of dimension `d` of KV head `h` for cache row `row`.
+    @inline(__always) public static func valueIndex(row: Int, head h: Int, dim d: Int, kvHeads: Int, headDim: Int,
+                                                    blockSize: Int) -> Int {
+        let block = row / blockSize, slot = row % blockSize
+        return block * blockSize * kvHeads * headDim + (h * blockSize + slot) * headDim + d
+    }
+
     /// Stores the keys and values `[kvHeads × headDim]` of one token at cache row `row` (rounded to `dtype`).
     @inline(__always) public func store(row: Int, keys k: UnsafePointer<Float>, values v: UnsafePointer<Float>,
                                         kvHeads: Int, headDim: Int, blockSize: Int) {
@@ -62,14 +70,17 @@ public struct LayerKV: @unchecked Sendable {
                                                          values v: UnsafePointer<Float>, kvHeads: Int, headDim: Int,
                                                          blockSize: Int) {
         let kvDim = kvHeads * headDim
-        let vals = values.assumingMemoryBound(to: E.self) + row * kvDim
-        for i in 0..<kvDim { vals[i] = E(rounding: v[i]) }
         let block = row / blockSize, slot = row % blockSize
+        let vals = values.assumingMemoryBound(to: E.self) + block * blockSize * kvDim + slot * headDim
+        for h in 0..<kvHeads {
+            let dst = vals + h * blockSize * headDim, src = v + h * headDim
+            for d in 0..<headDim { dst[d] = E(rounding: src[d]) }
+        }
         let base = keys.assumingMemoryBound(to: E.self) + block * blockSize * kvDim + slot
         for i in 0..<kvDim { base[i * blockSize] = E(rounding: k[i]) }
     }
 
-    /// Key element at `index` (see `keyIndex`) and value element at `index` (row·kvDim + column), as fp32.
+    /// Key element at `index` (see `keyIndex`) and value element at `index` (see `valueIndex`), as fp32.
     public func key(at index: Int) -> Float {
         dtype == .f32 ? keys.assumingMemoryBound(to: Float.self)[index] : Float(keys.assumingMemoryBound(to: Float16.self)[index])
     }
@@ -354,9 +365,11 @@ struct AttentionSlot {
             var r = 0
             while r < rows {
                 let nr = min(end, Int(contexts[r])) - start
-                // Rows of one token share their key count: up to two at a time through P·V.
-                let pair = r + 1 < rows && Int(contexts[r + 1]) == Int(contexts[r])
-                for i in 0..<(pair ? 2 : 1) {
+                // Rows of one token (the heads of the group) share their key count: up to four at a time
+                // through P·V, so each value row is loaded once for all of them.
+                var same = 1
+                while same < 4 && r + same < rows && contexts[r + same] == contexts[r] { same += 1 }
+                for i in 0..<same {
                     if nr <= 0 {
                         st.m[r + i] = -.infinity
                         st.l[r + i] = 0
@@ -365,11 +378,11 @@ struct AttentionSlot {
                     }
                 }
                 if nr > 0 {
-                    accumulateValues(acc: st.acc + r * d, rows: pair ? 2 : 1, probs: scores + r * ld, ldProbs: ld,
-                                     keys: nr, start: start, table: table, values: valuesBase + kvh * d, blockSize: bs,
-                                     rowStride: stride, headDim: d)
+                    accumulateValues(acc: st.acc + r * d, rows: same, probs: scores + r * ld, ldProbs: ld,
+                                     keys: nr, start: start, table: table, values: valuesBase + kvh * bs * d,
+                                     blockSize: bs, blockStride: bs * stride, headDim: d)
                 }
-                r += pair ? 2 : 1
+                r += same
             }
         }
     }
@@ -479,54 +492,87 @@ func blockScores<E: KVElement>(q: UnsafePointer<Float>, rows: Int, keys: UnsafeP
 }
 
 /// acc[r][·] = Σ_j probs[r][j] · v_j over `keys` keys starting at position `start` of a sequence (its block
-/// table gives where each value row lives), for `rows` (1 or 2) rows sharing those keys. Every element is the
-/// same chain of fused multiply-adds in key order, starting from 0, whatever the number of rows.
+/// table gives where each value row lives), for `rows` (1 to 4) rows sharing those keys. `values` points at the
+/// head's values in block 0 ([slot][dim] within a block, blocks `blockStride` elements apart). Every element is
+/// the same chain of fused multiply-adds in key order, starting from 0, whatever the number of rows.
 @inline(never)
 func accumulateValues<E: KVElement>(acc: UnsafeMutablePointer<Float>, rows: Int, probs: UnsafePointer<Float>,
                                     ldProbs: Int, keys: Int, start: Int, table: UnsafePointer<Int32>,
-                                    values: UnsafePointer<E>, blockSize bs: Int, rowStride: Int, headDim: Int) {
+                                    values: UnsafePointer<E>, blockSize bs: Int, blockStride: Int, headDim: Int) {
     typealias V = SIMD16<Float>
     @inline(__always) func st(_ p: UnsafeMutablePointer<Float>, _ v: V) { UnsafeMutableRawPointer(p).storeBytes(of: v, as: V.self) }
-    let p1 = probs + ldProbs
     /// The run of consecutive slots of one block that starts at key j: its length, and the value row of its
-    /// first key at column d.
+    /// first key at column d (consecutive keys of a run are `headDim` apart).
     @inline(__always) func run(from j: Int, column d: Int) -> (Int, UnsafePointer<E>) {
         let pos = start + j, slot = pos % bs
-        return (min(bs - slot, keys - j), values + (Int(table[pos / bs]) * bs + slot) * rowStride + d)
+        return (min(bs - slot, keys - j), values + Int(table[pos / bs]) * blockStride + slot * headDim + d)
     }
     var d = 0
     while d + 64 <= headDim {
-        var a0 = V(), a1 = V(), a2 = V(), a3 = V()
-        var b0 = V(), b1 = V(), b2 = V(), b3 = V()
-        // Keys in order, one run of consecutive slots of a block at a time.
-        var j = 0
-        while j < keys {
-            let (n, first) = run(from: j, column: d)
-            var v = first
-            let end = j + n
-            if rows == 2 {
+        if rows >= 3 {
+            // Four rows (a fourth row repeats the third when there are three; its sums are dropped).
+            let p0 = probs, p1 = probs + ldProbs, p2 = probs + 2 * ldProbs, p3 = probs + (rows - 1) * ldProbs
+            var a0 = V(), a1 = V(), a2 = V(), a3 = V(), b0 = V(), b1 = V(), b2 = V(), b3 = V()
+            var c0 = V(), c1 = V(), c2 = V(), c3 = V(), e0 = V(), e1 = V(), e2 = V(), e3 = V()
+            var j = 0
+            while j < keys {
+                let (n, first) = run(from: j, column: d)
+                var v = first
+                let end = j + n
                 while j < end {
-                    let p = V(repeating: probs[j]), q = V(repeating: p1[j])
                     let v0 = E.load16(v), v1 = E.load16(v + 16), v2 = E.load16(v + 32), v3 = E.load16(v + 48)
-                    a0.addProduct(p, v0); a1.addProduct(p, v1); a2.addProduct(p, v2); a3.addProduct(p, v3)
-                    b0.addProduct(q, v0); b1.addProduct(q, v1); b2.addProduct(q, v2); b3.addProduct(q, v3)
-                    v += rowStride
-                    j += 1
-                }
-            } else {
-                while j < end {
-                    let p = V(repeating: probs[j])
-                    a0.addProduct(p, E.load16(v)); a1.addProduct(p, E.load16(v + 16))
-                    a2.addProduct(p, E.load16(v + 32)); a3.addProduct(p, E.load16(v + 48))
-                    v += rowStride
+                    let x = V(repeating: p0[j]), y = V(repeating: p1[j]), z = V(repeating: p2[j]), w = V(repeating: p3[j])
+                    a0.addProduct(x, v0); a1.addProduct(x, v1); a2.addProduct(x, v2); a3.addProduct(x, v3)
+                    b0.addProduct(y, v0); b1.addProduct(y, v1); b2.addProduct(y, v2); b3.addProduct(y, v3)
+                    c0.addProduct(z, v0); c1.addProduct(z, v1); c2.addProduct(z, v2); c3.addProduct(z, v3)
+                    e0.addProduct(w, v0); e1.addProduct(w, v1); e2.addProduct(w, v2); e3.addProduct(w, v3)
+                    v += headDim
                     j += 1
                 }
             }
-        }
-        st(acc + d, a0); st(acc + d + 16, a1); st(acc + d + 32, a2); st(acc + d + 48, a3)
-        if rows == 2 {
-            let o = acc + headDim + d
+            st(acc + d, a0); st(acc + d + 16, a1); st(acc + d + 32, a2); st(acc + d + 48, a3)
+            var o = acc + headDim + d
             st(o, b0); st(o + 16, b1); st(o + 32, b2); st(o + 48, b3)
+            o += headDim
+            st(o, c0); st(o + 16, c1); st(o + 32, c2); st(o + 48, c3)
+            if rows == 4 {
+                o += headDim
+                st(o, e0); st(o + 16, e1); st(o + 32, e2); st(o + 48, e3)
+            }
+        } else {
+            let p1 = probs + ldProbs
+            var a0 = V(), a1 = V(), a2 = V(), a3 = V()
+            var b0 = V(), b1 = V(), b2 = V(), b3 = V()
+            // Keys in order, one run of consecutive slots of a block at a time.
+            var j = 0
+            while j < keys {
+                let (n, first) = run(from: j, column: d)
+                var v = first
+                let end = j + n
+                if rows == 2 {
+                    while j < end {
+                        let p = V(repeating: probs[j]), q = V(repeating: p1[j])
+                        let v0 = E.load16(v), v1 = E.load16(v + 16), v2 = E.load16(v + 32), v3 = E.load16(v + 48)
+                        a0.addProduct(p, v0); a1.addProduct(p, v1); a2.addProduct(p, v2); a3.addProduct(p, v3)
+                        b0.addProduct(q, v0); b1.addProduct(q, v1); b2.addProduct(q, v2); b3.addProduct(q, v3)
+                        v += headDim
+                        j += 1
+                    }
+                } else {
+                    while j < end {
+                        let p = V(repeating: probs[j])
+                        a0.addProduct(p, E.load16(v)); a1.addProduct(p, E.load16(v + 16))
+                        a2.addProduct(p, E.load16(v + 32)); a3.addProduct(p, E.load16(v + 48))
+                        v += headDim
+                        j += 1
+                    }
+                }
+            }
+            st(acc + d, a0); st(acc + d + 16, a1); st(acc + d + 32, a2); st(acc + d + 48, a3)
+            if rows == 2 {
+                let o = acc + headDim + d
+                st(o, b0); st(o + 16, b1); st(o + 32, b2); st(o + 48, b3)
+            }
         }
         d += 64
     }
@@ -543,7 +589,7 @@ func accumulateValues<E: KVElement>(acc: UnsafeMutablePointer<Float>, rows: Int,
                 var v = first
                 for i in j..<j + n {
                     if width == 16 { a.addProduct(V(repeating: pr[i]), E.load16(v)) } else { a1 = a1.addingProduct(pr[i], E.load1(v)) }
-                    v += rowStride
+                    v += headDim
                 }
                 j += n
             }

@@ -99,7 +99,8 @@ final class FusedKernelTests: XCTestCase {
                         let kvh = h / group
                         func cacheRow(_ p: Int) -> Int { Int(s.blockTable[p / blockSize]) * blockSize + p % blockSize }
                         func valueRow(_ p: Int) -> [Float] {
-                            Array(UnsafeBufferPointer(start: values + cacheRow(p) * rowStride + kvh * headDim, count: headDim))
+                            (0..<headDim).map { values[LayerKV.valueIndex(row: cacheRow(p), head: kvh, dim: $0, kvHeads: kvHeads,
+                                                                          headDim: headDim, blockSize: blockSize)] }
                         }
                         func keyRow(_ p: Int) -> [Float] {
                             (0..<headDim).map { keys[LayerKV.keyIndex(row: cacheRow(p), head: kvh, dim: $0, kvHeads: kvHeads,
@@ -267,13 +268,16 @@ final class FusedKernelTests: XCTestCase {
                 let k = (0..<kvHeads * headDim).map { Float(row * 100 + $0) }
                 kv.store(row: row, keys: k, values: k, kvHeads: kvHeads, headDim: headDim, blockSize: blockSize)
             }
-            var seen = Set<Int>()
+            var seen = Set<Int>(), seenValues = Set<Int>()
             for row in 0..<blocks * blockSize {
                 for h in 0..<kvHeads {
                     for d in 0..<headDim {
                         let i = LayerKV.keyIndex(row: row, head: h, dim: d, kvHeads: kvHeads, headDim: headDim, blockSize: blockSize)
                         XCTAssertEqual(kv.key(at: i), Float(row * 100 + h * headDim + d), "\(dtype)")
-                        XCTAssertEqual(kv.value(at: row * kvHeads * headDim + h * headDim + d), Float(row * 100 + h * headDim + d))
+                        let v = LayerKV.valueIndex(row: row, head: h, dim: d, kvHeads: kvHeads, headDim: headDim, blockSize: blockSize)
+                        XCTAssertEqual(kv.value(at: v), Float(row * 100 + h * headDim + d))
+                        XCTAssertEqual(v / (blockSize * kvHeads * headDim), row / blockSize)
+                        seenValues.insert(v)
                         // Each block's keys stay inside the block's range.
                         XCTAssertEqual(i / (blockSize * kvHeads * headDim), row / blockSize)
                         seen.insert(i)
@@ -281,6 +285,7 @@ final class FusedKernelTests: XCTestCase {
                 }
             }
             XCTAssertEqual(seen.count, n)
+            XCTAssertEqual(seenValues.count, n)
         }
     }
 }
