@@ -25,7 +25,7 @@ public final class KVCacheStorage: @unchecked Sendable {
     public let kvHeads: Int
     public let headDim: Int
     public let dtype: KVCacheDType
-    private let buffers: [UnsafeMutableRawPointer]
+    private let regions: [HugePageRegion]
     public let layers: [LayerKV]
 
     public init(config: ModelConfig, blockCount: Int, blockSize: Int, dtype: KVCacheDType = .f32) {
@@ -37,14 +37,11 @@ public final class KVCacheStorage: @unchecked Sendable {
         kvHeads = config.kvHeadCount
         headDim = config.headDim
         let perLayer = blockCount * blockSize * config.kvHeadCount * config.headDim * dtype.bytes
-        let buffers = (0..<2 * config.layerCount).map { _ in
-            UnsafeMutableRawPointer.allocate(byteCount: max(perLayer, 64), alignment: 64)
-        }
-        self.buffers = buffers
-        layers = (0..<config.layerCount).map { LayerKV(keys: buffers[2 * $0], values: buffers[2 * $0 + 1], dtype: dtype) }
+        // Huge-page backed: attention reads a sequence's blocks scattered over the pool, one short run each.
+        let regions = (0..<2 * config.layerCount).map { _ in HugePageRegion(byteCount: max(perLayer, 64)) }
+        self.regions = regions
+        layers = (0..<config.layerCount).map { LayerKV(keys: regions[2 * $0].base, values: regions[2 * $0 + 1].base, dtype: dtype) }
     }
-
-    deinit { for b in buffers { b.deallocate() } }
 
     /// Bytes of one block across all layers (keys and values).
     public static func bytesPerBlock(config: ModelConfig, blockSize: Int, dtype: KVCacheDType) -> Int {

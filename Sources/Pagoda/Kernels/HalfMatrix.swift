@@ -14,6 +14,7 @@ public final class HalfMatrix: @unchecked Sendable {
     public let rows: Int
     public let cols: Int
     public let dtype: DType
+    private let region: HugePageRegion
     private let storage: UnsafeMutableRawPointer
 
     /// nil when the tensor is not F16/BF16 or not a matrix.
@@ -25,12 +26,7 @@ public final class HalfMatrix: @unchecked Sendable {
         // Groups of 8 rows, chunks of 16 columns: each group's chunk holds its rows' 16 values back to back.
         let chunks = (cols + 15) / 16, groups = (rows + 7) / 8
         let bytes = groups * chunks * 8 * 16 * 2
-        // 2 MiB aligned so that the kernel can back it with huge pages.
-        storage = .allocate(byteCount: bytes, alignment: 1 << 21)
-        #if canImport(Glibc)
-        _ = madvise(storage, bytes, MADV_HUGEPAGE)
-        #endif
-        storage.initializeMemory(as: UInt8.self, repeating: 0, count: bytes)
+        (region, storage) = WeightMemory.allocate(byteCount: bytes)
         let src = t.data.assumingMemoryBound(to: UInt16.self)
         let dst = storage.assumingMemoryBound(to: UInt16.self)
         for r in 0..<rows {
@@ -40,8 +36,6 @@ public final class HalfMatrix: @unchecked Sendable {
             }
         }
     }
-
-    deinit { storage.deallocate() }
 
     /// Bytes of weights one multiplication reads.
     public var byteCount: Int { (rows + 7) / 8 * 8 * ((cols + 15) / 16 * 16) * 2 }

@@ -196,9 +196,10 @@ public enum KernelBenchmark {
         let workspace = AttentionWorkspace()
         for dtype in KVCacheDType.allCases {
             let n = keys.count
-            let kb = UnsafeMutableRawPointer.allocate(byteCount: n * dtype.bytes, alignment: 64)
-            let vb = UnsafeMutableRawPointer.allocate(byteCount: n * dtype.bytes, alignment: 64)
-            defer { kb.deallocate(); vb.deallocate() }
+            // Allocated as the engine's KV cache is (huge-page backed).
+            let kRegion = HugePageRegion(byteCount: n * dtype.bytes), vRegion = HugePageRegion(byteCount: n * dtype.bytes)
+            let kb = kRegion.base, vb = vRegion.base
+            defer { withExtendedLifetime((kRegion, vRegion)) {} }
             for i in 0..<n {
                 if dtype == .f32 {
                     kb.storeBytes(of: keys[i], toByteOffset: 4 * i, as: Float.self)
@@ -209,13 +210,20 @@ public enum KernelBenchmark {
                 }
             }
             let kv = LayerKV(keys: kb, values: vb, dtype: dtype)
-            // Decode: every sequence has its own blocks.
+            // Decode: every sequence has its own blocks, scattered over the pool as they are in a server that has
+            // run for a while (a fixed shuffle).
             do {
                 let q = FloatBuffer(Tensor.randomActivations(batch * qDim, seed: 5))
                 let o = FloatBuffer(count: batch * qDim)
+                var order = Array(0..<blocks)
+                var state: UInt64 = 0x9E37_79B9_7F4A_7C15
+                for i in stride(from: order.count - 1, to: 0, by: -1) {
+                    state = state &* 6364136223846793005 &+ 1442695040888963407
+                    order.swapAt(i, Int((state >> 33) % UInt64(i + 1)))
+                }
                 let seqs = (0..<batch).map { b in
                     AttentionSequence(tokenStart: b, tokenCount: 1, startPosition: context - 1,
-                                      blockTable: (0..<perSeqBlocks).map { Int32(b * perSeqBlocks + $0) })
+                                      blockTable: (0..<perSeqBlocks).map { Int32(order[b * perSeqBlocks + $0]) })
                 }
                 let t = best(reps: 5) {
                     pagedAttention(q: q.pointer, out: o.pointer, kv: kv, sequences: seqs, heads: s.heads,

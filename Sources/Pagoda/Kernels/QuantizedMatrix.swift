@@ -65,6 +65,7 @@ public final class QuantizedMatrix: @unchecked Sendable {
     public let rows: Int
     public let cols: Int
     public let dtype: DType
+    private let region: HugePageRegion
     private let storage: UnsafeMutableRawPointer
     private var desc: pagoda_qmat
     /// Scratch for the `multiply(x:...)` convenience (callers sharing an input should quantize once and call
@@ -91,8 +92,7 @@ public final class QuantizedMatrix: @unchecked Sendable {
         let wofs = scaleBytes * (hasMin ? 2 : 1)
         let blockBytes = wofs + (nibble ? 256 : 512)
         let total = groups * nb * blockBytes
-        storage = .allocate(byteCount: total, alignment: 64)
-        storage.initializeMemory(as: UInt8.self, repeating: 0, count: total)
+        (region, storage) = WeightMemory.allocate(byteCount: total)
         desc = pagoda_qmat(data: UnsafePointer(storage.assumingMemoryBound(to: UInt8.self)), rows: Int64(rows),
                            cols: Int64(cols), groups: Int64(groups), blocks: Int64(nb), block_bytes: Int64(blockBytes),
                            nibble: nibble ? 1 : 0, has_min: hasMin ? 1 : 0, offset: offset, half_scales: half ? 1 : 0)
@@ -128,8 +128,6 @@ public final class QuantizedMatrix: @unchecked Sendable {
             }
         }
     }
-
-    deinit { storage.deallocate() }
 
     /// Bytes of repacked weights.
     public var byteCount: Int { Int(desc.groups * desc.blocks * desc.block_bytes) }
