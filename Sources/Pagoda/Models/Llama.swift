@@ -236,7 +236,7 @@ public final class LlamaModel: Sendable {
             mark(.qkv)
             let kvLayer = cache.layers[li]
             slots.withUnsafeBufferPointer { slots in
-                perToken { r in
+                func body(_ r: Range<Int>) {
                     let qr = q + r.lowerBound * qDim, kr = k + r.lowerBound * kvDim
                     if let qn = layer.qNorm, let kn = layer.kNorm {
                         rmsNorm(qr, qn.pointer, qr, tokens: r.count * c.headCount, n: c.headDim, eps: c.rmsNormEps)
@@ -252,6 +252,9 @@ public final class LlamaModel: Sendable {
                                       headDim: c.headDim, blockSize: cache.blockSize)
                     }
                 }
+                // Split even for a few tokens: each token's transposed keys go to a different cache line per
+                // dimension (a miss each, usually to DRAM), so the cache writes are latency bound.
+                if n >= 2 { pool.parallelFor(n, body) } else { body(0..<n) }
             }
             mark(.rope)
             pagedAttention(q: q, out: attn, kv: kvLayer, sequences: batch.sequences,
