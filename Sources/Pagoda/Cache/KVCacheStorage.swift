@@ -25,7 +25,7 @@ public final class KVCacheStorage: @unchecked Sendable {
     public let kvHeads: Int
     public let headDim: Int
     public let dtype: KVCacheDType
-    private let regions: [HugePageRegion]
+    private let buffers: [UnsafeMutableRawPointer]
     public let layers: [LayerKV]
 
     public init(config: ModelConfig, blockCount: Int, blockSize: Int, dtype: KVCacheDType = .f32) {
@@ -37,11 +37,18 @@ public final class KVCacheStorage: @unchecked Sendable {
         kvHeads = config.kvHeadCount
         headDim = config.headDim
         let perLayer = blockCount * blockSize * config.kvHeadCount * config.headDim * dtype.bytes
-        // Huge-page backed: attention reads a sequence's blocks scattered over the pool, one short run each.
-        let regions = (0..<2 * config.layerCount).map { _ in HugePageRegion(byteCount: max(perLayer, 64)) }
-        self.regions = regions
-        layers = (0..<config.layerCount).map { LayerKV(keys: regions[2 * $0].base, values: regions[2 * $0 + 1].base, dtype: dtype) }
+        // Plain 4 KiB pages: huge pages would make every first write to a new 2 MiB of cache fault, zero and
+        // possibly compact memory in the middle of a step (measured: cache writes 4× slower in a 64-sequence
+        // batch), for no measured gain in attention. Page aligned, so that one head's keys or values of a
+        // block (4 KiB for 16 fp32 slots of 64 dimensions) are one page, not parts of two.
+        let buffers = (0..<2 * config.layerCount).map { _ in
+            UnsafeMutableRawPointer.allocate(byteCount: max(perLayer, 64), alignment: 4096)
+        }
+        self.buffers = buffers
+        layers = (0..<config.layerCount).map { LayerKV(keys: buffers[2 * $0], values: buffers[2 * $0 + 1], dtype: dtype) }
     }
+
+    deinit { for b in buffers { b.deallocate() } }
 
     /// Bytes of one block across all layers (keys and values).
     public static func bytesPerBlock(config: ModelConfig, blockSize: Int, dtype: KVCacheDType) -> Int {

@@ -196,10 +196,10 @@ public enum KernelBenchmark {
         let workspace = AttentionWorkspace()
         for dtype in KVCacheDType.allCases {
             let n = keys.count
-            // Allocated as the engine's KV cache is (huge-page backed).
-            let kRegion = HugePageRegion(byteCount: n * dtype.bytes), vRegion = HugePageRegion(byteCount: n * dtype.bytes)
-            let kb = kRegion.base, vb = vRegion.base
-            defer { withExtendedLifetime((kRegion, vRegion)) {} }
+            // Page aligned, as the engine's KV cache is.
+            let kb = UnsafeMutableRawPointer.allocate(byteCount: n * dtype.bytes, alignment: 4096)
+            let vb = UnsafeMutableRawPointer.allocate(byteCount: n * dtype.bytes, alignment: 4096)
+            defer { kb.deallocate(); vb.deallocate() }
             for i in 0..<n {
                 if dtype == .f32 {
                     kb.storeBytes(of: keys[i], toByteOffset: 4 * i, as: Float.self)
