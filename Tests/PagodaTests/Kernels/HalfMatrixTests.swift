@@ -21,7 +21,8 @@ final class HalfMatrixTests: XCTestCase {
                 let t = Tensor.random(dtype, rows: rows, cols: cols, seed: UInt64(rows * 100 + cols))
                 let w = t.toFloats()
                 let m = try XCTUnwrap(HalfMatrix(t))
-                let tokens = 9
+                // Past one token chunk (HalfMatrix.tokenChunk) with a ragged tail.
+                let tokens = HalfMatrix.tokenChunk + 5
                 let x = Tensor.randomActivations(tokens * cols, seed: 3)
                 let bias = Tensor.randomActivations(rows, seed: 4)
                 for isa in 0...detected {
