@@ -386,10 +386,6 @@ void pagoda_q_force_isa(int isa) { q_forced = isa; }
 static void qgemm_chunk(const pagoda_qmat *m, const int8_t *q, const float *dx, const int32_t *sx, const float *dxs,
                         int64_t tokens, float *y, int64_t ldy, int64_t g0, int64_t g1, const float *bias);
 
-/// Tokens per pass over the row groups: a long prompt's int8 activations (8192 × 1536 bytes) would otherwise be
-/// read from DRAM once per 16-row group; 128 tokens' stay in L2. Per-element arithmetic is unchanged.
-#define PAGODA_Q_TOKEN_CHUNK 128
-
 void pagoda_qgemm(const pagoda_qmat *m, const int8_t *q, const float *dx, const int32_t *sx, const float *dxs,
                   int64_t tokens, float *y, int64_t ldy, int64_t g0, int64_t g1, const float *bias) {
     const int64_t nb = m->blocks;
@@ -603,12 +599,20 @@ T256 __attribute__((noinline)) static void hgemm256(const uint16_t *w, int32_t b
 }
 #endif
 
-void pagoda_hgemm(const uint16_t *w, int32_t is_bf16, int64_t rows, int64_t cols, const float *x, int64_t tokens,
-                  float *y, int64_t ldy, int64_t r0, int64_t r1, const float *bias) {
+static void hgemm_chunk(const uint16_t *w, int32_t is_bf16, int64_t rows, int64_t cols, const float *x, int64_t tokens,
+                        float *y, int64_t ldy, int64_t r0, int64_t r1, const float *bias) {
 #ifdef PQ_X86
     const int isa = pagoda_q_isa();
     if (isa == 2) { hgemm512(w, is_bf16, rows, cols, x, tokens, y, ldy, r0, r1, bias); return; }
     if (isa == 1) { hgemm256(w, is_bf16, rows, cols, x, tokens, y, ldy, r0, r1, bias); return; }
 #endif
     hgemm_scalar(w, is_bf16, rows, cols, x, tokens, y, ldy, r0, r1, bias);
+}
+
+void pagoda_hgemm(const uint16_t *w, int32_t is_bf16, int64_t rows, int64_t cols, const float *x, int64_t tokens,
+                  float *y, int64_t ldy, int64_t r0, int64_t r1, const float *bias) {
+    for (int64_t t = 0; t < tokens; t += PAGODA_H_TOKEN_CHUNK) {
+        const int64_t n = tokens - t < PAGODA_H_TOKEN_CHUNK ? tokens - t : PAGODA_H_TOKEN_CHUNK;
+        hgemm_chunk(w, is_bf16, rows, cols, x + t * cols, n, y + t * ldy, ldy, r0, r1, bias);
+    }
 }

@@ -13,8 +13,6 @@ public final class HalfMatrix: @unchecked Sendable {
 
     public let rows: Int
     public let cols: Int
-    /// Tokens per pass over a thread's rows (64 × 1536 fp32 activations: 384 KiB).
-    static let tokenChunk = 64
     public let dtype: DType
     private let region: HugePageRegion
     private let storage: UnsafeMutableRawPointer
@@ -49,19 +47,11 @@ public final class HalfMatrix: @unchecked Sendable {
         let w = UnsafePointer(storage.assumingMemoryBound(to: UInt16.self))
         let bf: Int32 = dtype == .bf16 ? 1 : 0
         let (rows, cols) = (self.rows, self.cols)
-        // Units of 8 rows (the decode tile), a few per thread. Each thread takes the tokens in chunks whose
-        // activations stay in its L2 cache while its rows pass over them (a prompt's whole activations would
-        // be read from DRAM once per 4 rows). Every output is the same chain of operations whatever the chunk.
+        // Units of 8 rows (the decode tile), a few per thread; the kernel takes the tokens in L2-sized chunks.
         let units = (rows + 7) / 8
-        let chunk = Self.tokenChunk
         pool.parallelFor(units) { r in
-            var t = 0
-            while t < tokens {
-                let n = min(chunk, tokens - t)
-                pagoda_hgemm(w, bf, Int64(rows), Int64(cols), x + t * cols, Int64(n), y + t * rows, Int64(rows),
-                             Int64(r.lowerBound * 8), Int64(min(rows, r.upperBound * 8)), bias)
-                t += n
-            }
+            pagoda_hgemm(w, bf, Int64(rows), Int64(cols), x, Int64(tokens), y, Int64(rows), Int64(r.lowerBound * 8),
+                         Int64(min(rows, r.upperBound * 8)), bias)
         }
     }
 }

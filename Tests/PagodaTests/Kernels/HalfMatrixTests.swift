@@ -1,6 +1,7 @@
 import Foundation
 import XCTest
 @testable import Pagoda
+import PagodaKernelsC
 
 /// F16 / BF16 weights multiplied in their 16-bit form: against a double-precision reference on the same
 /// (rounded) weights, with odd shapes, bias, every code path, and batch invariance.
@@ -21,8 +22,8 @@ final class HalfMatrixTests: XCTestCase {
                 let t = Tensor.random(dtype, rows: rows, cols: cols, seed: UInt64(rows * 100 + cols))
                 let w = t.toFloats()
                 let m = try XCTUnwrap(HalfMatrix(t))
-                // Past one token chunk (HalfMatrix.tokenChunk) with a ragged tail.
-                let tokens = HalfMatrix.tokenChunk + 5
+                // Past one token chunk of the kernel with a ragged tail.
+                let tokens = Int(PAGODA_H_TOKEN_CHUNK) + 5
                 let x = Tensor.randomActivations(tokens * cols, seed: 3)
                 let bias = Tensor.randomActivations(rows, seed: 4)
                 for isa in 0...detected {

@@ -1,6 +1,7 @@
 import Foundation
 import XCTest
 @testable import Pagoda
+import PagodaKernelsC
 
 /// A random GGML tensor of `dtype` with sane fp16 scales (see `Tensor.random`).
 private func randomTensor(_ t: DType, rows: Int, cols: Int, seed: UInt64) -> Tensor {
@@ -95,8 +96,8 @@ final class QuantizedMatrixTests: XCTestCase {
 
     func testQuantBatchInvariance() throws {
         for t in [DType.q4_0, .q4_1, .q8_0, .q5_1, .q4_K] {
-            // 133 tokens: two passes of the kernel's 128-token chunks, the second a ragged tail.
-            let rows = 37, cols = 512, tokens = 133
+            // Two passes of the kernel's token chunks, the second a ragged tail.
+            let rows = 37, cols = 512, tokens = Int(PAGODA_Q_TOKEN_CHUNK) + 5
             let m = try QuantizedMatrix(randomTensor(t, rows: rows, cols: cols, seed: 5))
             let x = randomActivations(tokens * cols, seed: 6)
             for isa in 0...detectedISA {
