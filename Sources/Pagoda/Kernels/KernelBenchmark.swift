@@ -216,11 +216,8 @@ public enum KernelBenchmark {
                 let q = FloatBuffer(Tensor.randomActivations(batch * qDim, seed: 5))
                 let o = FloatBuffer(count: batch * qDim)
                 var order = Array(0..<blocks)
-                var state: UInt64 = 0x9E37_79B9_7F4A_7C15
-                for i in stride(from: order.count - 1, to: 0, by: -1) {
-                    state = state &* 6364136223846793005 &+ 1442695040888963407
-                    order.swapAt(i, Int((state >> 33) % UInt64(i + 1)))
-                }
+                var g = BenchRandom(seed: 7)
+                for i in stride(from: order.count - 1, to: 0, by: -1) { order.swapAt(i, Int(g.next() % UInt64(i + 1))) }
                 let seqs = (0..<batch).map { b in
                     AttentionSequence(tokenStart: b, tokenCount: 1, startPosition: context - 1,
                                       blockTable: (0..<perSeqBlocks).map { Int32(order[b * perSeqBlocks + $0]) })

@@ -252,9 +252,9 @@ public final class LlamaModel: Sendable {
                                       headDim: c.headDim, blockSize: cache.blockSize)
                     }
                 }
-                // Split even for a few tokens: each token's transposed keys go to a different cache line per
-                // dimension (a miss each, usually to DRAM), so the cache writes are latency bound.
-                if n >= 2 { pool.parallelFor(n, body) } else { body(0..<n) }
+                // Split even for a few tokens (not only from `perToken`'s 32): each token's transposed keys go to
+                // a different cache line per dimension (a miss each, usually to DRAM), so the writes are latency bound.
+                pool.parallelFor(n, body)
             }
             mark(.rope)
             pagedAttention(q: q, out: attn, kv: kvLayer, sequences: batch.sequences,
