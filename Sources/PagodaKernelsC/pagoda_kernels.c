@@ -175,7 +175,7 @@ T512 INL __m512 scales512(const uint8_t *p, const int HALF) {
     return HALF ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p)) : _mm512_loadu_ps((const float *)p);
 }
 
-T512 INL void tile512(const pagoda_qmat *m, const uint8_t *gbase, const int8_t *q, const float *dx, const int32_t *sx,
+T512 INL void tile512(const pagoda_qmat *m, const uint8_t *gbase, const uint8_t *pf, const int8_t *q, const float *dx, const int32_t *sx,
                       const float *dxs, int64_t t0, const int NT, const int NIB, const int MIN, const int HALF, float *y,
                       int64_t ldy, int64_t g, const float *bias, int64_t b0, int64_t b1) {
     const int64_t nb = m->blocks, cols = m->cols, bb = m->block_bytes;
@@ -191,6 +191,8 @@ T512 INL void tile512(const pagoda_qmat *m, const uint8_t *gbase, const int8_t *
     for (int n = 0; n < NT; n++) acc[n] = b0 == 0 ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(mask, y + (t0 + n) * ldy + r0);
     for (int64_t b = b0; b < b1; b++) {
         const uint8_t *blk = gbase + b * bb;
+        // The next group's block starts loading while this one is computed (weights stream from DRAM).
+        if (pf) pagoda_prefetch(pf + b * bb, bb);
         const __m512 wd = scales512(blk, HALF);
         __m512 wm = _mm512_setzero_ps();
         if (MIN) wm = scales512(blk + sbytes, HALF);
@@ -249,11 +251,12 @@ static inline int64_t qcolumn_blocks(const pagoda_qmat *m, int64_t tokens) {
         const int64_t kc = qcolumn_blocks(m, tokens); \
         for (int64_t g = g0; g < g1; g++) { \
             const uint8_t *gbase = m->data + g * m->blocks * m->block_bytes; \
+            const uint8_t *pf = tokens > 4 && g + 1 < g1 ? gbase + m->blocks * m->block_bytes : 0; \
             for (int64_t b0 = 0; b0 < m->blocks; b0 += kc) { \
                 const int64_t b1 = b0 + kc < m->blocks ? b0 + kc : m->blocks; \
                 int64_t t = 0; \
-                for (; t + 4 <= tokens; t += 4) tile512(m, gbase, q, dx, sx, dxs, t, 4, NIB, MIN, HALF, y, ldy, g, bias, b0, b1); \
-                for (; t < tokens; t++) tile512(m, gbase, q, dx, sx, dxs, t, 1, NIB, MIN, HALF, y, ldy, g, bias, b0, b1); \
+                for (; t + 4 <= tokens; t += 4) tile512(m, gbase, t == 0 ? pf : 0, q, dx, sx, dxs, t, 4, NIB, MIN, HALF, y, ldy, g, bias, b0, b1); \
+                for (; t < tokens; t++) tile512(m, gbase, 0, q, dx, sx, dxs, t, 1, NIB, MIN, HALF, y, ldy, g, bias, b0, b1); \
             } \
         } \
     }

@@ -1,4 +1,5 @@
 import Foundation
+import PagodaKernelsC
 #if arch(x86_64)
 import _Builtin_intrinsics.intel
 #endif
@@ -161,6 +162,23 @@ public func pagedAttention(q: UnsafePointer<Float>, out: UnsafeMutablePointer<Fl
             let context = s.startPosition + Int(tile.first + tile.count)
             return (context + partKeys - 1) / partKeys
         }
+        /// Starts loading the keys and values that partition `p` of `item` reads.
+        func prefetch(item: Int, partition p: Int) {
+            let tile = tiles[item / kvHeads], kvh = item % kvHeads
+            let s = seqs[Int(tile.seq)]
+            let context = s.startPosition + Int(tile.first + tile.count)
+            let start = p * partKeys, end = min(context, start + partKeys)
+            let e = kv.dtype.bytes, run = blockSize * headDim * e, blockBytes = blockSize * kvHeads * headDim * e
+            s.blockTable.withUnsafeBufferPointer { table in
+                var pos = start
+                while pos < end {
+                    let off = Int(table[pos / blockSize]) * blockBytes + kvh * run
+                    pagoda_prefetch(kv.keys + off, Int64(run))
+                    pagoda_prefetch(kv.values + off, Int64(run))
+                    pos += blockSize
+                }
+            }
+        }
         let maxParts = tiles.reduce(0) { max($0, partitions($1)) }
         let split = pool.threadCount > 1 && maxParts > 1 && items < 4 * pool.threadCount
         if !split {
@@ -171,12 +189,17 @@ public func pagedAttention(q: UnsafePointer<Float>, out: UnsafeMutablePointer<Fl
             pool.forEachChunk(chunks) { c in
                 let range = (items - items * (c + 1) / chunks)..<(items - items * c / chunks)
                 let w = scratch.slot(c)
+                if let first = range.first { prefetch(item: first, partition: 0) }
                 for item in range {
                     let tile = tiles[item / kvHeads]
                     let kvh = item % kvHeads
                     let rows = w.load(q: q, tile: tile, seq: seqs[Int(tile.seq)], kvh: kvh, plan: plan)
                     w.resetRunning(rows: rows)
-                    for p in 0..<partitions(tile) {
+                    let parts = partitions(tile)
+                    for p in 0..<parts {
+                        // The next partition's keys and values start loading while this one is computed.
+                        if p + 1 < parts { prefetch(item: item, partition: p + 1) }
+                        else if item + 1 < range.upperBound { prefetch(item: item + 1, partition: 0) }
                         w.attend(partition: p, kv: kv, table: seqs[Int(tile.seq)].blockTable, kvh: kvh, rows: rows,
                                  into: w.partial)
                         w.mergePartial(w.partial, rows: rows)
@@ -191,10 +214,18 @@ public func pagedAttention(q: UnsafePointer<Float>, out: UnsafeMutablePointer<Fl
             let pairs = items * stride
             let chunks = min(pairs, pool.threadCount * 8)
             pool.forEachChunk(chunks) { c in
-                for pair in (pairs * c / chunks)..<(pairs * (c + 1) / chunks) {
+                let range = (pairs * c / chunks)..<(pairs * (c + 1) / chunks)
+                var primed = false
+                for pair in range {
                     let item = pair / stride, p = pair % stride
                     let tile = tiles[item / kvHeads]
                     if p >= partitions(tile) { continue }
+                    // This pair's keys and values, if not requested yet, and the next pair's while this one runs.
+                    if !primed { prefetch(item: item, partition: p); primed = true }
+                    let next = pair + 1
+                    if next < range.upperBound, next % stride < partitions(tiles[next / stride / kvHeads]) {
+                        prefetch(item: next / stride, partition: next % stride)
+                    }
                     let kvh = item % kvHeads
                     let w = partials.slot(pair)
                     let rows = w.load(q: q, tile: tile, seq: seqs[Int(tile.seq)], kvh: kvh, plan: plan)
