@@ -23,6 +23,16 @@ public final class QuantizedActivations: @unchecked Sendable {
 
     /// Quantizes `x[tokens × cols]` (cols a multiple of 32); grows the buffers when needed.
     public func quantize(_ x: UnsafePointer<Float>, tokens: Int, cols: Int, pool: ThreadPool) {
+        prepare(tokens: tokens, cols: cols)
+        if tokens >= 8 {
+            pool.parallelFor(tokens) { r in quantizeRows(x + r.lowerBound * cols, rows: r) }
+        } else {
+            quantizeRows(x, rows: 0..<tokens)
+        }
+    }
+
+    /// Sizes the buffers for `tokens × cols` (cols a multiple of 32), to be filled by `quantizeRows`.
+    func prepare(tokens: Int, cols: Int) {
         precondition(cols % 32 == 0, "quantized activations need a multiple of 32 columns")
         let n = tokens * cols
         if n > capacity {
@@ -34,16 +44,13 @@ public final class QuantizedActivations: @unchecked Sendable {
         }
         self.tokens = tokens
         self.cols = cols
-        let nb = cols / 32
-        let (q, dx, sx, dxs) = (self.q, self.dx, self.sx, self.dxs)
-        if tokens >= 8 {
-            pool.parallelFor(tokens) { r in
-                pagoda_quantize_q8(x + r.lowerBound * cols, Int64(r.count), Int64(cols), q + r.lowerBound * cols,
-                                   dx + r.lowerBound * nb, sx + r.lowerBound * nb, dxs + r.lowerBound * nb)
-            }
-        } else {
-            pagoda_quantize_q8(x, Int64(tokens), Int64(cols), q, dx, sx, dxs)
-        }
+    }
+
+    /// Quantizes tokens `rows` of the prepared shape from `x` (which points at the first of them); ranges may
+    /// be filled from different threads.
+    func quantizeRows(_ x: UnsafePointer<Float>, rows: Range<Int>) {
+        let nb = cols / 32, t = rows.lowerBound
+        pagoda_quantize_q8(x, Int64(rows.count), Int64(cols), q + t * cols, dx + t * nb, sx + t * nb, dxs + t * nb)
     }
 }
 

@@ -213,16 +213,21 @@ public final class LlamaModel: Sendable {
         @inline(__always) func perToken(_ body: (Range<Int>) -> Void) {
             if n >= 32 { pool.parallelFor(n, body) } else { body(0..<n) }
         }
-        /// xn = RMSNorm(x) with `weight`.
-        func normalize(with weight: FloatBuffer) {
-            perToken { r in
+        /// xn = RMSNorm(x) with `weight`, and xn quantized into `qx` for `layers` when any is quantized (each
+        /// thread quantizes the tokens it normalized, while they are in its cache).
+        func normalize(with weight: FloatBuffer, for layers: Linear...) {
+            let quantize = layers.contains { $0.quantized != nil }
+            if quantize { qx.prepare(tokens: n, cols: h) }
+            func body(_ r: Range<Int>) {
                 rmsNorm(x + r.lowerBound * h, weight.pointer, xn + r.lowerBound * h, tokens: r.count, n: h, eps: c.rmsNormEps)
+                if quantize { qx.quantizeRows(xn + r.lowerBound * h, rows: r) }
             }
+            // Split from 8 tokens, as `QuantizedActivations.quantize` does.
+            if n >= 8 { pool.parallelFor(n, body) } else { body(0..<n) }
         }
         let half = c.headDim / 2
         for (li, layer) in layers.enumerated() {
-            normalize(with: layer.attnNorm)
-            quantizeInput(xn, tokens: n, cols: h, for: layer.wq, layer.wk, layer.wv, into: qx, pool: pool)
+            normalize(with: layer.attnNorm, for: layer.wq, layer.wk, layer.wv)
             mark(.norm)
             if let mq = layer.wq.quantized, let mk = layer.wk.quantized, let mv = layer.wv.quantized {
                 QuantizedMatrix.multiplyMany([.init(mq, y: q, bias: layer.wq.biasPointer),
@@ -264,8 +269,7 @@ public final class LlamaModel: Sendable {
             quantizeInput(attn, tokens: n, cols: qDim, for: layer.wo, into: qx, pool: pool)
             layer.wo.addProjection(attn, tokens: n, to: x, scratch: tmp, qx: qx, pool: pool)
             mark(.oProj)
-            normalize(with: layer.ffnNorm)
-            quantizeInput(xn, tokens: n, cols: h, for: layer.gate, layer.up, into: qx, pool: pool)
+            normalize(with: layer.ffnNorm, for: layer.gate, layer.up)
             mark(.norm)
             if let mg = layer.gate.quantized, let mu = layer.up.quantized {
                 // gate and up in one region, SiLU(gate)·up fused: each thread combines the rows it computed.
