@@ -178,7 +178,7 @@ public enum KernelBenchmark {
             }
         }
         results += attention(shapes: s, pool: pool, peaks: peaks, batch: batch, prompt: prompt, context: context, add: add)
-        results += elementwise(shapes: s, pool: pool, peaks: peaks, prompt: prompt, add: add)
+        results += elementwise(shapes: s, pool: pool, peaks: peaks, prompt: prompt, batch: batch, add: add)
         return (peaks, results)
     }
 
@@ -259,7 +259,7 @@ public enum KernelBenchmark {
     }
 
     /// RMSNorm, activation quantization and SiLU·up over `prompt` rows.
-    static func elementwise(shapes s: Shapes, pool: ThreadPool, peaks: Peaks, prompt: Int, add: (Result) -> Void) -> [Result] {
+    static func elementwise(shapes s: Shapes, pool: ThreadPool, peaks: Peaks, prompt: Int, batch: Int, add: (Result) -> Void) -> [Result] {
         let x = FloatBuffer(Tensor.randomActivations(prompt * s.intermediate, seed: 8))
         let u = FloatBuffer(Tensor.randomActivations(prompt * s.intermediate, seed: 9))
         let y = FloatBuffer(count: prompt * s.intermediate)
@@ -279,6 +279,17 @@ public enum KernelBenchmark {
         }
         record("quantize q8 blocks", "\(prompt)x\(s.hidden)", prompt * s.hidden, prompt * s.hidden * 5) {
             qx.quantize(x.pointer, tokens: prompt, cols: s.hidden, pool: pool)
+        }
+        record("quantize q8 blocks", "\(batch)x\(s.hidden)", batch * s.hidden, batch * s.hidden * 5) {
+            qx.quantize(x.pointer, tokens: batch, cols: s.hidden, pool: pool)
+        }
+        record("rmsnorm split", "\(batch)x\(s.hidden)", batch * s.hidden, batch * s.hidden * 8) {
+            pool.parallelFor(batch) { r in
+                rmsNorm(x.pointer + r.lowerBound * s.hidden, w.pointer, y.pointer + r.lowerBound * s.hidden, tokens: r.count, n: s.hidden, eps: 1e-5)
+            }
+        }
+        record("fork/join", "empty", 1, 0) {
+            for _ in 0..<1000 { pool.forEachChunk(pool.threadCount * 3) { _ in } }
         }
         record("silu*up", "\(prompt)x\(s.intermediate)", prompt * s.intermediate, prompt * s.intermediate * 12) {
             siluMul(x.pointer, u.pointer, y.pointer, count: prompt * s.intermediate)
