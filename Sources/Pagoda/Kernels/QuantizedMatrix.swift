@@ -154,9 +154,14 @@ public final class QuantizedMatrix: @unchecked Sendable {
         if tokens == 0 { return }
         let rows = self.rows
         withUnsafePointer(to: &desc) { d in
-            pool.parallelFor(Int(d.pointee.groups)) { r in
-                pagoda_qgemm(d, a.q, a.dx, a.sx, a.dxs, Int64(tokens), y, Int64(rows),
-                             Int64(r.lowerBound), Int64(r.upperBound), bias)
+            let groups = Int(d.pointee.groups)
+            // As in `multiplyMany`: one contiguous weight stream per thread for a single token.
+            let chunks = tokens == 1 ? min(groups, pool.threadCount) : pool.chunkCount(for: groups)
+            pool.forEachChunk(chunks) { c in
+                let lo = groups * c / chunks, hi = groups * (c + 1) / chunks
+                if lo < hi {
+                    pagoda_qgemm(d, a.q, a.dx, a.sx, a.dxs, Int64(tokens), y, Int64(rows), Int64(lo), Int64(hi), bias)
+                }
             }
         }
     }
@@ -200,7 +205,9 @@ public final class QuantizedMatrix: @unchecked Sendable {
                 let rows = jobs[0].matrix.rows
                 precondition(jobs.allSatisfy { $0.matrix.rows == rows }, "multiplyMany: epilogue needs equal row counts")
                 let groups = jobs[0].matrix.groupCount
-                let chunks = pool.chunkCount(for: groups)
+                // One token (decode) streams weights from DRAM: one contiguous range per thread, so each stream
+                // restarts (and the prefetcher ramps up) once per op instead of once per chunk.
+                let chunks = a.tokens == 1 ? min(groups, pool.threadCount) : pool.chunkCount(for: groups)
                 pool.forEachChunk(chunks) { c in
                     let lo = groups * c / chunks, hi = groups * (c + 1) / chunks
                     if lo == hi { return }
@@ -209,7 +216,7 @@ public final class QuantizedMatrix: @unchecked Sendable {
                 }
             } else {
                 let total = jobs.reduce(0) { $0 + $1.matrix.groupCount }
-                let chunks = pool.chunkCount(for: total)
+                let chunks = a.tokens == 1 ? min(total, pool.threadCount) : pool.chunkCount(for: total)
                 pool.forEachChunk(chunks) { c in
                     // Global group range of this chunk, mapped onto the matrices it spans.
                     let lo = total * c / chunks, hi = total * (c + 1) / chunks
