@@ -162,19 +162,17 @@ public func pagedAttention(q: UnsafePointer<Float>, out: UnsafeMutablePointer<Fl
             let context = s.startPosition + Int(tile.first + tile.count)
             return (context + partKeys - 1) / partKeys
         }
-        /// Starts loading the keys and values that partition `p` of `item` reads.
+        /// Starts loading the first two key runs of partition `p` of `item` (`attend` requests the rest as it goes).
         func prefetch(item: Int, partition p: Int) {
             let tile = tiles[item / kvHeads], kvh = item % kvHeads
             let s = seqs[Int(tile.seq)]
             let context = s.startPosition + Int(tile.first + tile.count)
-            let start = p * partKeys, end = min(context, start + partKeys)
+            let start = p * partKeys, end = min(context, start + 2 * blockSize, start + partKeys)
             let e = kv.dtype.bytes, run = blockSize * headDim * e, blockBytes = blockSize * kvHeads * headDim * e
             s.blockTable.withUnsafeBufferPointer { table in
                 var pos = start
                 while pos < end {
-                    let off = Int(table[pos / blockSize]) * blockBytes + kvh * run
-                    pagoda_prefetch(kv.keys + off, Int64(run))
-                    pagoda_prefetch(kv.values + off, Int64(run))
+                    pagoda_prefetch(kv.keys + Int(table[pos / blockSize]) * blockBytes + kvh * run, Int64(run))
                     pos += blockSize
                 }
             }
@@ -385,10 +383,17 @@ struct AttentionSlot {
         let end = min(start + plan.partitionKeys, maxContext)
         table.withUnsafeBufferPointer { table in
             let table = table.baseAddress!
+            let run = bs * d * MemoryLayout<E>.size
             var pos = start
             while pos < end {
                 let block = Int(table[pos / bs])
                 let n = min(bs, end - pos)
+                // Spread the requests over the loop (a burst of them stalls the core): the key run two blocks
+                // ahead, and this block's value run for the P·V pass after the scores.
+                if pos + 2 * bs < end {
+                    pagoda_prefetch(keysBase + Int(table[pos / bs + 2]) * bs * stride + kvh * d * bs, Int64(run))
+                }
+                pagoda_prefetch(valuesBase + block * bs * stride + kvh * bs * d, Int64(run))
                 blockScores(q: queries, rows: rows, keys: keysBase + block * bs * stride + kvh * d * bs, blockSize: bs,
                             n: n, headDim: d, scores: scores + (pos - start), ldScores: ld)
                 pos += n
