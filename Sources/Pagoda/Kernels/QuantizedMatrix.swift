@@ -21,10 +21,13 @@ public final class QuantizedActivations: @unchecked Sendable {
 
     deinit { q.deallocate(); dx.deallocate(); sx.deallocate(); dxs.deallocate() }
 
+    /// Token count from which quantizing is split over the threads (fewer are done by the caller alone).
+    static let parallelTokens = 8
+
     /// Quantizes `x[tokens × cols]` (cols a multiple of 32); grows the buffers when needed.
     public func quantize(_ x: UnsafePointer<Float>, tokens: Int, cols: Int, pool: ThreadPool) {
         prepare(tokens: tokens, cols: cols)
-        if tokens >= 8 {
+        if tokens >= Self.parallelTokens {
             pool.parallelFor(tokens) { r in quantizeRows(x + r.lowerBound * cols, rows: r) }
         } else {
             quantizeRows(x, rows: 0..<tokens)
@@ -149,21 +152,14 @@ public final class QuantizedMatrix: @unchecked Sendable {
     /// y[tokens × rows] = a · Wᵀ (+ bias) for activations already quantized.
     public func multiply(activations a: QuantizedActivations, y: UnsafeMutablePointer<Float>,
                          bias: UnsafePointer<Float>?, pool: ThreadPool) {
-        precondition(a.cols == cols, "activation width \(a.cols) != matrix columns \(cols)")
-        let tokens = a.tokens
-        if tokens == 0 { return }
-        let rows = self.rows
-        withUnsafePointer(to: &desc) { d in
-            let groups = Int(d.pointee.groups)
-            // As in `multiplyMany`: one contiguous weight stream per thread for a single token.
-            let chunks = tokens == 1 ? min(groups, pool.threadCount) : pool.chunkCount(for: groups)
-            pool.forEachChunk(chunks) { c in
-                let lo = groups * c / chunks, hi = groups * (c + 1) / chunks
-                if lo < hi {
-                    pagoda_qgemm(d, a.q, a.dx, a.sx, a.dxs, Int64(tokens), y, Int64(rows), Int64(lo), Int64(hi), bias)
-                }
-            }
-        }
+        QuantizedMatrix.multiplyMany([.init(self, y: y, bias: bias)], activations: a, pool: pool)
+    }
+
+    /// Chunks to split `groups` row groups into for `tokens` tokens. One token (decode) streams weights from
+    /// DRAM: one contiguous range per thread, so each stream restarts (and the prefetcher ramps up) once per op
+    /// instead of once per chunk; batches keep a few chunks per thread for balance.
+    private static func chunkCount(groups: Int, tokens: Int, pool: ThreadPool) -> Int {
+        tokens == 1 ? min(groups, pool.threadCount) : pool.chunkCount(for: groups)
     }
 
     /// Number of 16-row groups (the unit of work split across threads).
@@ -191,7 +187,7 @@ public final class QuantizedMatrix: @unchecked Sendable {
     }
 
     /// Multiplies several matrices that read the same activations in one parallel region (one fork/join).
-    /// Every output element is computed exactly as by `multiply`, whichever thread computes it.
+    /// Every output element is computed the same way, whichever thread and chunk computes it.
     ///
     /// Without `epilogue`, the row groups of all the matrices are split into chunks together. With it, the
     /// matrices must have the same number of rows: each chunk computes the same rows of every matrix, then
@@ -205,9 +201,7 @@ public final class QuantizedMatrix: @unchecked Sendable {
                 let rows = jobs[0].matrix.rows
                 precondition(jobs.allSatisfy { $0.matrix.rows == rows }, "multiplyMany: epilogue needs equal row counts")
                 let groups = jobs[0].matrix.groupCount
-                // One token (decode) streams weights from DRAM: one contiguous range per thread, so each stream
-                // restarts (and the prefetcher ramps up) once per op instead of once per chunk.
-                let chunks = a.tokens == 1 ? min(groups, pool.threadCount) : pool.chunkCount(for: groups)
+                let chunks = chunkCount(groups: groups, tokens: a.tokens, pool: pool)
                 pool.forEachChunk(chunks) { c in
                     let lo = groups * c / chunks, hi = groups * (c + 1) / chunks
                     if lo == hi { return }
@@ -216,7 +210,7 @@ public final class QuantizedMatrix: @unchecked Sendable {
                 }
             } else {
                 let total = jobs.reduce(0) { $0 + $1.matrix.groupCount }
-                let chunks = a.tokens == 1 ? min(total, pool.threadCount) : pool.chunkCount(for: total)
+                let chunks = chunkCount(groups: total, tokens: a.tokens, pool: pool)
                 pool.forEachChunk(chunks) { c in
                     // Global group range of this chunk, mapped onto the matrices it spans.
                     let lo = total * c / chunks, hi = total * (c + 1) / chunks

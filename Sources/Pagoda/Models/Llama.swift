@@ -222,8 +222,8 @@ public final class LlamaModel: Sendable {
                 rmsNorm(x + r.lowerBound * h, weight.pointer, xn + r.lowerBound * h, tokens: r.count, n: h, eps: c.rmsNormEps)
                 if quantize { qx.quantizeRows(xn + r.lowerBound * h, rows: r) }
             }
-            // Split from 8 tokens, as `QuantizedActivations.quantize` does.
-            if n >= 8 { pool.parallelFor(n, body) } else { body(0..<n) }
+            // Split from the token count `QuantizedActivations.quantize` splits at.
+            if n >= QuantizedActivations.parallelTokens { pool.parallelFor(n, body) } else { body(0..<n) }
         }
         let half = c.headDim / 2
         for (li, layer) in layers.enumerated() {

@@ -13,15 +13,13 @@ static inline void pagoda_cpu_relax(void) {
 }
 
 #include <stdint.h>
-#ifndef PAGODA_PREFETCH_LOCALITY
-#define PAGODA_PREFETCH_LOCALITY 2
-#endif
 
 /// Asks for the cache lines of [p, p + bytes) to be loaded toward the core without waiting for them (many
-/// misses in flight at once instead of one stream stalling at every 4 KiB page).
+/// misses in flight at once instead of one stream stalling at every 4 KiB page). Locality 2 (prefetcht1, into
+/// L2): measured faster here than prefetcht0 or prefetchnta for the KV cache.
 static inline void pagoda_prefetch(const void *p, int64_t bytes) {
     const char *c = (const char *)p;
-    for (int64_t i = 0; i < bytes; i += 64) __builtin_prefetch(c + i, 0, PAGODA_PREFETCH_LOCALITY);
+    for (int64_t i = 0; i < bytes; i += 64) __builtin_prefetch(c + i, 0, 2);
 }
 
 // ---- Quantized weights × int8 activations (see QuantizedMatrix.swift) ----
