@@ -19,7 +19,8 @@ int pagoda_q_isa(void);
 #ifdef PQ_X86
 /// The same arithmetic as the scalar loop below, 32 values in two vectors (max and rounding are exact).
 __attribute__((target("avx512f,avx512bw,avx512vl"))) __attribute__((noinline))
-static void quantize_q8_512(const float *x, int64_t tokens, int64_t cols, int8_t *q, float *dx, int32_t *sx, float *dxs) {
+static void quantize_q8_512(const float *x, int64_t tokens, int64_t cols, int8_t *q, float *dx, int32_t *sx, float *dxs,
+                            int32_t *sxh) {
     const int64_t nb = cols / 32;
     const __m512 lim = _mm512_set1_ps(127.0f), nlim = _mm512_set1_ps(-127.0f);
     for (int64_t t = 0; t < tokens; t++) {
@@ -38,19 +39,22 @@ static void quantize_q8_512(const float *x, int64_t tokens, int64_t cols, int8_t
             const __m512i ia = _mm512_cvtps_epi32(ra), ic = _mm512_cvtps_epi32(rc);
             _mm_storeu_si128((__m128i *)qb, _mm512_cvtepi32_epi8(ia));
             _mm_storeu_si128((__m128i *)(qb + 16), _mm512_cvtepi32_epi8(ic));
-            const int32_t s = _mm512_reduce_add_epi32(_mm512_add_epi32(ia, ic));
+            const int32_t sh = _mm512_reduce_add_epi32(ia);
+            const int32_t s = sh + _mm512_reduce_add_epi32(ic);
             dx[t * nb + b] = d;
             sx[t * nb + b] = s;
+            sxh[t * nb + b] = sh;
             dxs[t * nb + b] = d * (float)s;
         }
     }
 }
 #endif
 
-void pagoda_quantize_q8(const float *x, int64_t tokens, int64_t cols, int8_t *q, float *dx, int32_t *sx, float *dxs) {
+void pagoda_quantize_q8(const float *x, int64_t tokens, int64_t cols, int8_t *q, float *dx, int32_t *sx, float *dxs,
+                        int32_t *sxh) {
 #ifdef PQ_X86
     if (pagoda_q_isa() == 2) {
-        quantize_q8_512(x, tokens, cols, q, dx, sx, dxs);
+        quantize_q8_512(x, tokens, cols, q, dx, sx, dxs, sxh);
         return;
     }
 #endif
@@ -63,15 +67,17 @@ void pagoda_quantize_q8(const float *x, int64_t tokens, int64_t cols, int8_t *q,
             for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(xb[j]));
             const float d = amax / 127.0f;
             const float id = amax > 0.0f ? 127.0f / amax : 0.0f;
-            int32_t s = 0;
+            int32_t s = 0, sh = 0;
             for (int j = 0; j < 32; j++) {
                 float v = nearbyintf(xb[j] * id);
                 v = fminf(127.0f, fmaxf(-127.0f, v));
                 qb[j] = (int8_t)v;
                 s += (int32_t)qb[j];
+                if (j == 15) sh = s;
             }
             dx[t * nb + b] = d;
             sx[t * nb + b] = s;
+            sxh[t * nb + b] = sh;
             dxs[t * nb + b] = d * (float)s;
         }
     }
@@ -101,7 +107,7 @@ static inline float half_to_float(uint16_t h) {
 
 /// Byte size of one d (or m) vector of a block, and the offset of the weight codes.
 static inline int64_t scales_bytes(const pagoda_qmat *m) { return m->half_scales ? 32 : 64; }
-static inline int64_t codes_offset(const pagoda_qmat *m) { return scales_bytes(m) * (m->has_min ? 2 : 1); }
+static inline int64_t codes_offset(const pagoda_qmat *m) { return scales_bytes(m) * (m->has_min || m->split ? 2 : 1); }
 
 static inline float scale_at(const uint8_t *p, int half, int i) {
     if (half) {
@@ -118,7 +124,7 @@ static inline float scale_at(const uint8_t *p, int half, int i) {
 // Scalar reference path.
 
 static void qgemm_scalar(const pagoda_qmat *m, const int8_t *q, const float *dx, const int32_t *sx, const float *dxs,
-                         int64_t tokens, float *y, int64_t ldy, int64_t g0, int64_t g1, const float *bias) {
+                         const int32_t *sxh, int64_t tokens, float *y, int64_t ldy, int64_t g0, int64_t g1, const float *bias) {
     const int64_t nb = m->blocks, cols = m->cols;
     const int64_t wofs = codes_offset(m), sbytes = scales_bytes(m);
     const int half = m->half_scales;
@@ -133,7 +139,7 @@ static void qgemm_scalar(const pagoda_qmat *m, const int8_t *q, const float *dx,
                 const int8_t *xb = q + t * cols + b * 32;
                 const float xd = dx[t * nb + b];
                 for (int i = 0; i < PAGODA_Q_ROWS; i++) {
-                    int32_t isum = 0;
+                    int32_t isum = 0, half1 = 0;
                     for (int k = 0; k < 8; k++) {
                         for (int j = 0; j < 4; j++) {
                             int u;
@@ -141,6 +147,14 @@ static void qgemm_scalar(const pagoda_qmat *m, const int8_t *q, const float *dx,
                             else u = w[k * 64 + i * 4 + j];
                             isum += u * (int32_t)xb[4 * k + j];
                         }
+                        if (k == 3) half1 = isum;
+                    }
+                    if (m->split) {
+                        const int32_t i1 = half1 - m->offset * sxh[t * nb + b];
+                        const int32_t i2 = (isum - half1) - m->offset * (sx[t * nb + b] - sxh[t * nb + b]);
+                        acc[i] = fmaf((float)i1, scale_at(blk, half, i) * xd, acc[i]);
+                        acc[i] = fmaf((float)i2, scale_at(blk + sbytes, half, i) * xd, acc[i]);
+                        continue;
                     }
                     isum -= m->offset * sx[t * nb + b];
                     const float dd = scale_at(blk, half, i) * xd;
@@ -176,10 +190,11 @@ T512 INL __m512 scales512(const uint8_t *p, const int HALF) {
 }
 
 T512 INL void tile512(const pagoda_qmat *m, const uint8_t *gbase, const uint8_t *pf, const int8_t *q, const float *dx, const int32_t *sx,
-                      const float *dxs, int64_t t0, const int NT, const int NIB, const int MIN, const int HALF, float *y,
-                      int64_t ldy, int64_t g, const float *bias, int64_t b0, int64_t b1) {
+                      const float *dxs, const int32_t *sxh, int64_t t0, const int NT, const int NIB, const int MIN,
+                      const int HALF, const int SPLIT, float *y, int64_t ldy, int64_t g, const float *bias, int64_t b0,
+                      int64_t b1) {
     const int64_t nb = m->blocks, cols = m->cols, bb = m->block_bytes;
-    const int64_t sbytes = HALF ? 32 : 64, wofs = MIN ? 2 * sbytes : sbytes;
+    const int64_t sbytes = HALF ? 32 : 64, wofs = MIN || SPLIT ? 2 * sbytes : sbytes;
     const __m512i low = _mm512_set1_epi8(15);
     const int32_t off = m->offset;
     const int64_t r0 = g * PAGODA_Q_ROWS;
@@ -195,7 +210,7 @@ T512 INL void tile512(const pagoda_qmat *m, const uint8_t *gbase, const uint8_t 
         if (pf) pagoda_prefetch(pf + b * bb, bb);
         const __m512 wd = scales512(blk, HALF);
         __m512 wm = _mm512_setzero_ps();
-        if (MIN) wm = scales512(blk + sbytes, HALF);
+        if (MIN || SPLIT) wm = scales512(blk + sbytes, HALF);  // the min, or the second half's scale
         const uint8_t *wp = blk + wofs;
         __m512i w[8];
         if (NIB) {
@@ -211,6 +226,18 @@ T512 INL void tile512(const pagoda_qmat *m, const uint8_t *gbase, const uint8_t 
             const int64_t t = t0 + n;
             const int8_t *xb = q + t * cols + b * 32;
             __m512i i0 = _mm512_setzero_si512(), i1 = _mm512_setzero_si512();
+            if (SPLIT) {
+                // Each half of the block on its own: i0 = columns 0-15, i1 = columns 16-31.
+                for (int k = 0; k < 4; k++) i0 = _mm512_dpbusd_epi32(i0, w[k], bcast4(xb + 4 * k));
+                for (int k = 4; k < 8; k++) i1 = _mm512_dpbusd_epi32(i1, w[k], bcast4(xb + 4 * k));
+                const int32_t h1 = sxh[t * nb + b], h2 = sx[t * nb + b] - h1;
+                const __m512i is1 = _mm512_sub_epi32(i0, _mm512_set1_epi32(off * h1));
+                const __m512i is2 = _mm512_sub_epi32(i1, _mm512_set1_epi32(off * h2));
+                const __m512 xd = _mm512_set1_ps(dx[t * nb + b]);
+                acc[n] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is1), _mm512_mul_ps(wd, xd), acc[n]);
+                acc[n] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is2), _mm512_mul_ps(wm, xd), acc[n]);
+                continue;
+            }
             i0 = _mm512_dpbusd_epi32(i0, w[0], bcast4(xb + 0));
             i1 = _mm512_dpbusd_epi32(i1, w[1], bcast4(xb + 4));
             i0 = _mm512_dpbusd_epi32(i0, w[2], bcast4(xb + 8));
@@ -244,10 +271,10 @@ static inline int64_t qcolumn_blocks(const pagoda_qmat *m, int64_t tokens) {
     return k > 0 ? k : 1;
 }
 
-#define DEF512(NAME, NIB, MIN, HALF) \
+#define DEF512(NAME, NIB, MIN, HALF, SPLIT) \
     T512 __attribute__((noinline)) static void NAME(const pagoda_qmat *m, const int8_t *q, const float *dx, \
-        const int32_t *sx, const float *dxs, int64_t tokens, float *y, int64_t ldy, int64_t g0, int64_t g1, \
-        const float *bias) { \
+        const int32_t *sx, const float *dxs, const int32_t *sxh, int64_t tokens, float *y, int64_t ldy, int64_t g0, \
+        int64_t g1, const float *bias) { \
         const int64_t kc = qcolumn_blocks(m, tokens); \
         for (int64_t g = g0; g < g1; g++) { \
             const uint8_t *gbase = m->data + g * m->blocks * m->block_bytes; \
@@ -255,16 +282,18 @@ static inline int64_t qcolumn_blocks(const pagoda_qmat *m, int64_t tokens) {
             for (int64_t b0 = 0; b0 < m->blocks; b0 += kc) { \
                 const int64_t b1 = b0 + kc < m->blocks ? b0 + kc : m->blocks; \
                 int64_t t = 0; \
-                for (; t + 4 <= tokens; t += 4) tile512(m, gbase, t == 0 ? pf : 0, q, dx, sx, dxs, t, 4, NIB, MIN, HALF, y, ldy, g, bias, b0, b1); \
-                for (; t < tokens; t++) tile512(m, gbase, 0, q, dx, sx, dxs, t, 1, NIB, MIN, HALF, y, ldy, g, bias, b0, b1); \
+                for (; t + 4 <= tokens; t += 4) tile512(m, gbase, t == 0 ? pf : 0, q, dx, sx, dxs, sxh, t, 4, NIB, MIN, HALF, SPLIT, y, ldy, g, bias, b0, b1); \
+                for (; t < tokens; t++) tile512(m, gbase, 0, q, dx, sx, dxs, sxh, t, 1, NIB, MIN, HALF, SPLIT, y, ldy, g, bias, b0, b1); \
             } \
         } \
     }
-DEF512(qgemm512_b, 0, 0, 1)
-DEF512(qgemm512_bm, 0, 1, 1)
-DEF512(qgemm512_n, 1, 0, 1)
-DEF512(qgemm512_nm, 1, 1, 1)
-DEF512(qgemm512_nm_f32, 1, 1, 0)
+DEF512(qgemm512_b, 0, 0, 1, 0)
+DEF512(qgemm512_bm, 0, 1, 1, 0)
+DEF512(qgemm512_bm_f32, 0, 1, 0, 0)
+DEF512(qgemm512_n, 1, 0, 1, 0)
+DEF512(qgemm512_nm, 1, 1, 1, 0)
+DEF512(qgemm512_nm_f32, 1, 1, 0, 0)
+DEF512(qgemm512_s_f32, 0, 0, 0, 1)
 
 // ---------------------------------------------------------------------------------------------------------
 // AVX2 (no VNNI): vpmaddubsw + vpmaddwd per 8-row half. Codes above 31 (Q8_0's offset 128) would saturate
@@ -360,6 +389,7 @@ DEF256(qgemm256_bm, 0, 1, 0, 1)
 DEF256(qgemm256_n, 1, 0, 0, 1)
 DEF256(qgemm256_nm, 1, 1, 0, 1)
 DEF256(qgemm256_nm_f32, 1, 1, 0, 0)
+DEF256(qgemm256_bm_f32, 0, 1, 0, 0)
 #endif
 
 // ---------------------------------------------------------------------------------------------------------
@@ -387,30 +417,37 @@ int pagoda_q_isa(void) {
 void pagoda_q_force_isa(int isa) { q_forced = isa; }
 
 static void qgemm_chunk(const pagoda_qmat *m, const int8_t *q, const float *dx, const int32_t *sx, const float *dxs,
-                        int64_t tokens, float *y, int64_t ldy, int64_t g0, int64_t g1, const float *bias);
+                        const int32_t *sxh, int64_t tokens, float *y, int64_t ldy, int64_t g0, int64_t g1,
+                        const float *bias);
 
 void pagoda_qgemm(const pagoda_qmat *m, const int8_t *q, const float *dx, const int32_t *sx, const float *dxs,
-                  int64_t tokens, float *y, int64_t ldy, int64_t g0, int64_t g1, const float *bias) {
+                  const int32_t *sxh, int64_t tokens, float *y, int64_t ldy, int64_t g0, int64_t g1, const float *bias) {
     const int64_t nb = m->blocks;
     for (int64_t t = 0; t < tokens; t += PAGODA_Q_TOKEN_CHUNK) {
         const int64_t n = tokens - t < PAGODA_Q_TOKEN_CHUNK ? tokens - t : PAGODA_Q_TOKEN_CHUNK;
-        qgemm_chunk(m, q + t * m->cols, dx + t * nb, sx + t * nb, dxs + t * nb, n, y + t * ldy, ldy, g0, g1, bias);
+        qgemm_chunk(m, q + t * m->cols, dx + t * nb, sx + t * nb, dxs + t * nb, sxh + t * nb, n, y + t * ldy, ldy,
+                    g0, g1, bias);
     }
 }
 
 static void qgemm_chunk(const pagoda_qmat *m, const int8_t *q, const float *dx, const int32_t *sx, const float *dxs,
-                        int64_t tokens, float *y, int64_t ldy, int64_t g0, int64_t g1, const float *bias) {
+                        const int32_t *sxh, int64_t tokens, float *y, int64_t ldy, int64_t g0, int64_t g1,
+                        const float *bias) {
     const int isa = pagoda_q_isa();
 #ifdef PQ_X86
     if (isa == 2) {
-        if (m->nibble && m->has_min && !m->half_scales) qgemm512_nm_f32(m, q, dx, sx, dxs, tokens, y, ldy, g0, g1, bias);
-        else if (m->nibble) (m->has_min ? qgemm512_nm : qgemm512_n)(m, q, dx, sx, dxs, tokens, y, ldy, g0, g1, bias);
-        else (m->has_min ? qgemm512_bm : qgemm512_b)(m, q, dx, sx, dxs, tokens, y, ldy, g0, g1, bias);
+        if (m->split) qgemm512_s_f32(m, q, dx, sx, dxs, sxh, tokens, y, ldy, g0, g1, bias);
+        else if (m->nibble && m->has_min && !m->half_scales) qgemm512_nm_f32(m, q, dx, sx, dxs, sxh, tokens, y, ldy, g0, g1, bias);
+        else if (m->nibble) (m->has_min ? qgemm512_nm : qgemm512_n)(m, q, dx, sx, dxs, sxh, tokens, y, ldy, g0, g1, bias);
+        else if (m->has_min && !m->half_scales) qgemm512_bm_f32(m, q, dx, sx, dxs, sxh, tokens, y, ldy, g0, g1, bias);
+        else (m->has_min ? qgemm512_bm : qgemm512_b)(m, q, dx, sx, dxs, sxh, tokens, y, ldy, g0, g1, bias);
         return;
     }
-    if (isa == 1) {
+    // AVX2 has no split tile yet: Q6_K takes the scalar path there.
+    if (isa == 1 && !m->split) {
         if (m->nibble && m->has_min && !m->half_scales) qgemm256_nm_f32(m, q, dx, sx, dxs, tokens, y, ldy, g0, g1, bias);
         else if (m->nibble) (m->has_min ? qgemm256_nm : qgemm256_n)(m, q, dx, sx, dxs, tokens, y, ldy, g0, g1, bias);
+        else if (m->has_min && !m->half_scales) qgemm256_bm_f32(m, q, dx, sx, dxs, tokens, y, ldy, g0, g1, bias);
         else if (m->has_min) qgemm256_bm(m, q, dx, sx, dxs, tokens, y, ldy, g0, g1, bias);
         else if (m->offset == 128) qgemm256_bw(m, q, dx, sx, dxs, tokens, y, ldy, g0, g1, bias);
         else qgemm256_b(m, q, dx, sx, dxs, tokens, y, ldy, g0, g1, bias);
@@ -418,7 +455,7 @@ static void qgemm_chunk(const pagoda_qmat *m, const int8_t *q, const float *dx, 
     }
 #endif
     (void)isa;
-    qgemm_scalar(m, q, dx, sx, dxs, tokens, y, ldy, g0, g1, bias);
+    qgemm_scalar(m, q, dx, sx, dxs, sxh, tokens, y, ldy, g0, g1, bias);
 }
 
 // ---------------------------------------------------------------------------------------------------------

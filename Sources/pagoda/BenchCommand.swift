@@ -186,7 +186,7 @@ struct BenchKernelsCommand: ParsableCommand {
 
     @Option(help: "Model whose layer shapes to use (only its metadata is read).") var model = defaultModelPath
     @Option(help: "Threads (default: one per core).") var threads: Int?
-    @Option(help: "Weight types to measure, comma separated.") var dtypes = "q4_0,q4_1,q8_0,q4_K,f16,bf16,f32"
+    @Option(help: "Weight types to measure, comma separated.") var dtypes = "q4_0,q4_1,q8_0,q4_K,q6_K,f16,bf16,f32"
     @Option(help: "Tokens of the batched GEMM and of decode attention.") var batch = 64
     @Option(help: "Tokens of the prompt-sized GEMM and of prefill attention.") var prompt = 512
     @Option(help: "Context of each sequence in decode attention.") var context = 512
@@ -202,7 +202,7 @@ struct BenchKernelsCommand: ParsableCommand {
         var types: [DType] = []
         for name in dtypes.split(separator: ",") {
             guard let t = DType.named(String(name.trimmingCharacters(in: .whitespaces))) else {
-                throw ValidationError("unknown dtype '\(name)' (try q4_0, q4_1, q5_0, q5_1, q8_0, q4_K, f16, bf16, f32)")
+                throw ValidationError("unknown dtype '\(name)' (try q4_0, q4_1, q5_0, q5_1, q8_0, q4_K, q5_K, q6_K, f16, bf16, f32)")
             }
             types.append(t)
         }

@@ -14,12 +14,15 @@ public final class QuantizedActivations: @unchecked Sendable {
     private(set) var dx: UnsafeMutablePointer<Float>
     private(set) var sx: UnsafeMutablePointer<Int32>
     private(set) var dxs: UnsafeMutablePointer<Float>
+    /// Σq over the first 16 values of each block (for weights with a scale per 16 columns).
+    private(set) var sxh: UnsafeMutablePointer<Int32>
 
     public init() {
         q = .allocate(capacity: 1); dx = .allocate(capacity: 1); sx = .allocate(capacity: 1); dxs = .allocate(capacity: 1)
+        sxh = .allocate(capacity: 1)
     }
 
-    deinit { q.deallocate(); dx.deallocate(); sx.deallocate(); dxs.deallocate() }
+    deinit { q.deallocate(); dx.deallocate(); sx.deallocate(); dxs.deallocate(); sxh.deallocate() }
 
     /// Token count from which quantizing is split over the threads (fewer are done by the caller alone).
     static let parallelTokens = 8
@@ -40,9 +43,10 @@ public final class QuantizedActivations: @unchecked Sendable {
         let n = tokens * cols
         if n > capacity {
             let cap = max(n, capacity * 2)
-            q.deallocate(); dx.deallocate(); sx.deallocate(); dxs.deallocate()
+            q.deallocate(); dx.deallocate(); sx.deallocate(); dxs.deallocate(); sxh.deallocate()
             q = .allocate(capacity: cap)
             dx = .allocate(capacity: cap / 32); sx = .allocate(capacity: cap / 32); dxs = .allocate(capacity: cap / 32)
+            sxh = .allocate(capacity: cap / 32)
             capacity = cap
         }
         self.tokens = tokens
@@ -53,7 +57,8 @@ public final class QuantizedActivations: @unchecked Sendable {
     /// be filled from different threads.
     func quantizeRows(_ x: UnsafePointer<Float>, rows: Range<Int>) {
         let nb = cols / 32, t = rows.lowerBound
-        pagoda_quantize_q8(x, Int64(rows.count), Int64(cols), q + t * cols, dx + t * nb, sx + t * nb, dxs + t * nb)
+        pagoda_quantize_q8(x, Int64(rows.count), Int64(cols), q + t * cols, dx + t * nb, sx + t * nb, dxs + t * nb,
+                           sxh + t * nb)
     }
 }
 
@@ -70,7 +75,7 @@ public enum QuantizedMatrixError: Error, CustomStringConvertible {
 
 public final class QuantizedMatrix: @unchecked Sendable {
     public static let groupRows = Int(PAGODA_Q_ROWS)
-    public static let supportedTypes: Set<DType> = [.q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .q4_K]
+    public static let supportedTypes: Set<DType> = [.q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .q4_K, .q5_K, .q6_K]
 
     public let rows: Int
     public let cols: Int
@@ -90,22 +95,25 @@ public final class QuantizedMatrix: @unchecked Sendable {
         dtype = t
         guard cols % 32 == 0, cols % t.blockSize == 0, rows > 0 else { throw QuantizedMatrixError.badShape(tensor.shape) }
         let nibble = t == .q4_0 || t == .q4_1 || t == .q4_K
-        let hasMin = t == .q4_1 || t == .q5_1 || t == .q4_K
-        let offset: Int32 = switch t { case .q4_0: 8; case .q5_0: 16; case .q8_0: 128; default: 0 }
+        let hasMin = t == .q4_1 || t == .q5_1 || t == .q4_K || t == .q5_K
+        // Q6_K has a scale per 16 columns: the block's second scale goes where a min would.
+        let split = t == .q6_K
+        let offset: Int32 = switch t { case .q4_0: 8; case .q5_0: 16; case .q6_K: 32; case .q8_0: 128; default: 0 }
         let R = Self.groupRows
         let groups = (rows + R - 1) / R
         let nb = cols / 32
-        // Legacy types store fp16 scales: keeping them fp16 is exact and saves bandwidth. Q4_K's scale
-        // products need fp32.
-        let half = t != .q4_K
+        // Legacy types store fp16 scales: keeping them fp16 is exact and saves bandwidth. The K-quants' products
+        // of scales need fp32.
+        let half = t != .q4_K && t != .q5_K && t != .q6_K
         let scaleBytes = half ? 32 : 64
-        let wofs = scaleBytes * (hasMin ? 2 : 1)
+        let wofs = scaleBytes * (hasMin || split ? 2 : 1)
         let blockBytes = wofs + (nibble ? 256 : 512)
         let total = groups * nb * blockBytes
         (region, storage) = WeightMemory.allocate(byteCount: total)
         desc = pagoda_qmat(data: UnsafePointer(storage.assumingMemoryBound(to: UInt8.self)), rows: Int64(rows),
                            cols: Int64(cols), groups: Int64(groups), blocks: Int64(nb), block_bytes: Int64(blockBytes),
-                           nibble: nibble ? 1 : 0, has_min: hasMin ? 1 : 0, offset: offset, half_scales: half ? 1 : 0)
+                           nibble: nibble ? 1 : 0, has_min: hasMin ? 1 : 0, offset: offset, half_scales: half ? 1 : 0,
+                           split: split ? 1 : 0)
         let rowBytes = t.byteCount(elements: cols)
         var codes = [UInt8](repeating: 0, count: 32)
         codes.withUnsafeMutableBufferPointer { codes in
@@ -120,7 +128,7 @@ public final class QuantizedMatrix: @unchecked Sendable {
                         if hasMin { blk.storeBytes(of: Float16(m).bitPattern, toByteOffset: scaleBytes + 2 * i, as: UInt16.self) }
                     } else {
                         blk.storeBytes(of: d, toByteOffset: 4 * i, as: Float.self)
-                        if hasMin { blk.storeBytes(of: m, toByteOffset: scaleBytes + 4 * i, as: Float.self) }
+                        if hasMin || split { blk.storeBytes(of: m, toByteOffset: scaleBytes + 4 * i, as: Float.self) }
                     }
                     let w = (blk + wofs).assumingMemoryBound(to: UInt8.self)
                     for k in 0..<8 {
@@ -181,7 +189,7 @@ public final class QuantizedMatrix: @unchecked Sendable {
                                         _ bias: UnsafePointer<Float>?, groups: Range<Int>) {
         if groups.isEmpty { return }
         withUnsafePointer(to: desc) { d in
-            pagoda_qgemm(d, a.q, a.dx, a.sx, a.dxs, Int64(a.tokens), y, Int64(rows),
+            pagoda_qgemm(d, a.q, a.dx, a.sx, a.dxs, a.sxh, Int64(a.tokens), y, Int64(rows),
                          Int64(groups.lowerBound), Int64(groups.upperBound), bias)
         }
     }
@@ -236,7 +244,15 @@ public final class QuantizedMatrix: @unchecked Sendable {
     Float(Float16(bitPattern: p.loadUnaligned(fromByteOffset: o, as: UInt16.self)))
 }
 
-/// Block `b` (32 columns) of one row: the unsigned codes u and (d, m) such that w = d·(u − offset) + m.
+/// The 6-bit scale and min of sub-block `sub` (0..<8) from the 12 packed bytes of a Q4_K or Q5_K super-block.
+private func kScaleMin(_ scales: UnsafeRawPointer, _ sub: Int) -> (Float, Float) {
+    func byte(_ o: Int) -> UInt8 { scales.load(fromByteOffset: o, as: UInt8.self) }
+    if sub < 4 { return (Float(byte(sub) & 63), Float(byte(sub + 4) & 63)) }
+    return (Float((byte(sub + 4) & 0xF) | ((byte(sub - 4) >> 6) << 4)), Float((byte(sub + 4) >> 4) | ((byte(sub) >> 6) << 4)))
+}
+
+/// Block `b` (32 columns) of one row: the unsigned codes u and (d, m) such that w = d·(u − offset) + m; for
+/// Q6_K, (d1, d2) such that w = d1·(u − 32) in the first 16 columns and d2·(u − 32) in the last 16.
 private func extractBlock(_ t: DType, _ row: UnsafeRawPointer, _ b: Int, _ u: UnsafeMutablePointer<UInt8>) -> (Float, Float) {
     switch t {
     case .q4_0, .q4_1:
@@ -266,21 +282,40 @@ private func extractBlock(_ t: DType, _ row: UnsafeRawPointer, _ b: Int, _ u: Un
         let p = row + (b / 8) * t.blockBytes
         let sub = b % 8
         let d = f16(p, 0), dmin = f16(p, 2)
-        let scales = p + 4
-        func byte(_ o: Int) -> UInt8 { scales.load(fromByteOffset: o, as: UInt8.self) }
-        let sc: Float, mn: Float
-        if sub < 4 {
-            sc = Float(byte(sub) & 63); mn = Float(byte(sub + 4) & 63)
-        } else {
-            sc = Float((byte(sub + 4) & 0xF) | ((byte(sub - 4) >> 6) << 4))
-            mn = Float((byte(sub + 4) >> 4) | ((byte(sub) >> 6) << 4))
-        }
+        let (sc, mn) = kScaleMin(p + 4, sub)
         let qs = p + 16 + (sub / 2) * 32
         for l in 0..<32 {
             let v = qs.load(fromByteOffset: l, as: UInt8.self)
             u[l] = sub % 2 == 0 ? v & 15 : v >> 4
         }
         return (d * sc, -(dmin * mn))
+    case .q5_K:
+        // d, dmin, scales[12], qh[32], qs[128]: sub-block s takes nibble s % 2 of qs[32·(s/2)...] and bit s of qh.
+        let p = row + (b / 8) * t.blockBytes
+        let sub = b % 8
+        let (sc, mn) = kScaleMin(p + 4, sub)
+        let qh = p + 16, qs = p + 48 + (sub / 2) * 32
+        for l in 0..<32 {
+            let v = qs.load(fromByteOffset: l, as: UInt8.self)
+            let high = (qh.load(fromByteOffset: l, as: UInt8.self) >> UInt8(sub)) & 1
+            u[l] = (sub % 2 == 0 ? v & 15 : v >> 4) | high << 4
+        }
+        return (f16(p, 0) * sc, -(f16(p, 2) * mn))
+    case .q6_K:
+        // ql[128], qh[64], scales[16] (int8), d: element e of a super-block is in half n = e / 128, quarter
+        // k = e % 128 / 32, lane l = e % 32, with scale scales[e / 16].
+        let p = row + (b / 8) * t.blockBytes
+        let d = f16(p, 208)
+        for j in 0..<32 {
+            let e = (b % 8) * 32 + j
+            let n = e / 128, k = e % 128 / 32, l = e % 32
+            let ql = p.load(fromByteOffset: 64 * n + l + (k & 1) * 32, as: UInt8.self)
+            let qh = p.load(fromByteOffset: 128 + 32 * n + l, as: UInt8.self)
+            u[j] = (k < 2 ? ql & 15 : ql >> 4) | ((qh >> UInt8(2 * k)) & 3) << 4
+        }
+        let s1 = p.load(fromByteOffset: 192 + (b % 8) * 2, as: Int8.self)
+        let s2 = p.load(fromByteOffset: 192 + (b % 8) * 2 + 1, as: Int8.self)
+        return (d * Float(s1), d * Float(s2))
     default:
         preconditionFailure("extractBlock: \(t)")
     }

@@ -2,7 +2,7 @@ import Foundation
 
 /// A linear layer y = x·Wᵀ + b with W stored [outFeatures, inFeatures].
 ///
-/// Quantized weights (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K) stay quantized in a `QuantizedMatrix` and are
+/// Quantized weights (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K) stay quantized in a `QuantizedMatrix` and are
 /// multiplied by int8-quantized activations; F16 and BF16 weights stay in the file's 16-bit form
 /// (`HalfMatrix`, fp32 activations); other types (and every type when `fp32` is set) are dequantized to fp32
 /// and use `matmulF32`.

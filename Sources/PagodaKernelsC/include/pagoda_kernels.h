@@ -31,11 +31,17 @@ static inline void pagoda_prefetch(const void *p, int64_t bytes) {
 //   fp16 is exact and saves decode bandwidth; Q4_K's products of scales need fp32)
 //   weights: 8 steps × 16 rows × 4 bytes (unsigned codes u, element 4k+j of row i at k*64 + i*4 + j),
 //            or, when nibble, 4 × 64 bytes holding steps k (low nibble) and k+4 (high nibble).
-// A weight is w = d·(u − offset) + m. Activations are int8 blocks of 32: x ≈ dx·q, with sx = Σq and
-// dxs = dx·(float)sx. For one output element, for every block b in order:
+// A weight is w = d·(u − offset) + m. Activations are int8 blocks of 32: x ≈ dx·q, with sx = Σq,
+// sxh = Σq over the block's first 16 values and dxs = dx·(float)sx. For one output element, for every block b
+// in order:
 //   isum = Σ u·q − offset·sx            (exact int32)
 //   acc  = fma((float)isum, d·dx, acc)
 //   acc  = fma(m, dxs, acc)              (only when has_min)
+// When split (Q6_K: a scale per 16 columns), the m slot holds the scale of the block's second half d2 (fp32),
+// d that of the first half, and for every block b in order:
+//   isum1 = Σ_{first 16} u·q − offset·sxh, isum2 = Σ_{last 16} u·q − offset·(sx − sxh)   (exact int32)
+//   acc   = fma((float)isum1, d·dx, acc)
+//   acc   = fma((float)isum2, d2·dx, acc)
 // and y = acc (+ bias). Every code path (scalar, AVX2, AVX-512 VNNI) and every tile shape performs
 // exactly these float operations, so results are bitwise identical and batch invariant.
 
@@ -49,14 +55,16 @@ typedef struct {
     int64_t rows, cols, groups, blocks;  // blocks = cols / 32 per row
     int64_t block_bytes;                  // bytes per (group, block)
     int32_t nibble, has_min, offset, half_scales;
+    int32_t split;                        // a scale per 16 columns (Q6_K), see above
 } pagoda_qmat;
 
 /// Quantizes `tokens` rows of `cols` floats (cols % 32 == 0) into int8 blocks.
-void pagoda_quantize_q8(const float *x, int64_t tokens, int64_t cols, int8_t *q, float *dx, int32_t *sx, float *dxs);
+void pagoda_quantize_q8(const float *x, int64_t tokens, int64_t cols, int8_t *q, float *dx, int32_t *sx, float *dxs,
+                        int32_t *sxh);
 
 /// y[t*ldy + r] for rows of groups [g0, g1) and all tokens.
 void pagoda_qgemm(const pagoda_qmat *m, const int8_t *q, const float *dx, const int32_t *sx, const float *dxs,
-                  int64_t tokens, float *y, int64_t ldy, int64_t g0, int64_t g1, const float *bias);
+                  const int32_t *sxh, int64_t tokens, float *y, int64_t ldy, int64_t g0, int64_t g1, const float *bias);
 
 /// The code path in use: 0 scalar, 1 AVX2, 2 AVX-512 VNNI.
 int pagoda_q_isa(void);

@@ -86,16 +86,18 @@ final class QuantizedMatrixTests: XCTestCase {
                 }
             }
         }
-        for (rows, cols) in [(1, 256), (7, 512), (33, 256), (16, 1536)] {
-            for tokens in [1, 5, 17] {
-                seed += 1
-                try check(.q4_K, rows: rows, cols: cols, tokens: tokens, seed: seed)
+        for t in [DType.q4_K, .q5_K, .q6_K] {
+            for (rows, cols) in [(1, 256), (7, 512), (33, 256), (16, 1536)] {
+                for tokens in [1, 5, 17] {
+                    seed += 1
+                    try check(t, rows: rows, cols: cols, tokens: tokens, seed: seed, withBias: tokens == 5)
+                }
             }
         }
     }
 
     func testQuantBatchInvariance() throws {
-        for t in [DType.q4_0, .q4_1, .q8_0, .q5_1, .q4_K] {
+        for t in [DType.q4_0, .q4_1, .q8_0, .q5_1, .q4_K, .q5_K, .q6_K] {
             // Two passes of the kernel's token chunks, the second a ragged tail.
             let rows = 37, cols = 512, tokens = Int(PAGODA_Q_TOKEN_CHUNK) + 5
             let m = try QuantizedMatrix(randomTensor(t, rows: rows, cols: cols, seed: 5))
@@ -126,7 +128,7 @@ final class QuantizedMatrixTests: XCTestCase {
         for j in 0..<32 { x[32 + j] = 0 }                              // an all-zero block
         for j in 0..<32 { x[64 + j] = Float(j - 16) * 127 / 16 / 127 }  // exact multiples: ties after scaling
         x[100] = -1e6
-        var outputs: [([Int8], [Float], [Int32], [Float])] = []
+        var outputs: [([Int8], [Float], [Int32], [Float], [Int32])] = []
         for isa in Set([0, detectedISA]).sorted() {
             QuantizedMatrix.forceISA(isa)
             let a = QuantizedActivations()
@@ -135,7 +137,8 @@ final class QuantizedMatrixTests: XCTestCase {
             outputs.append((Array(UnsafeBufferPointer(start: a.q, count: tokens * cols)),
                             Array(UnsafeBufferPointer(start: a.dx, count: nb)),
                             Array(UnsafeBufferPointer(start: a.sx, count: nb)),
-                            Array(UnsafeBufferPointer(start: a.dxs, count: nb))))
+                            Array(UnsafeBufferPointer(start: a.dxs, count: nb)),
+                            Array(UnsafeBufferPointer(start: a.sxh, count: nb))))
         }
         QuantizedMatrix.forceISA(-1)
         for o in outputs.dropFirst() {
@@ -143,11 +146,15 @@ final class QuantizedMatrixTests: XCTestCase {
             XCTAssertEqual(o.1.map(\.bitPattern), outputs[0].1.map(\.bitPattern))
             XCTAssertEqual(o.2, outputs[0].2)
             XCTAssertEqual(o.3.map(\.bitPattern), outputs[0].3.map(\.bitPattern))
+            XCTAssertEqual(o.4, outputs[0].4)
         }
         // Scalar reference semantics: q = round-half-even(x·127/amax), sx = Σq.
         let q = outputs[0].0
         XCTAssertEqual(Array(q[32..<64]), [Int8](repeating: 0, count: 32))
         XCTAssertEqual(outputs[0].2[0], q[0..<32].reduce(Int32(0)) { $0 + Int32($1) })
+        for b in 0..<tokens * cols / 32 {
+            XCTAssertEqual(outputs[0].4[b], q[32 * b..<32 * b + 16].reduce(Int32(0)) { $0 + Int32($1) }, "sxh of block \(b)")
+        }
     }
 
     func testQuantUnsupportedTypes() {
