@@ -73,6 +73,45 @@ func quantizeInput(_ x: UnsafePointer<Float>, tokens: Int, cols: Int, for layers
     if layers.contains(where: { $0.quantized != nil }) { qx.quantize(x, tokens: tokens, cols: cols, pool: pool) }
 }
 
+/// The token embedding table. Kept in the file's element type (a Q8_0 table is a quarter of its fp32 size) and
+/// converted one row per looked-up token, with the same arithmetic as a whole-table conversion; fp32 only when
+/// the file stores fp32 or the table must also serve as an fp32 LM head.
+struct EmbeddingTable: @unchecked Sendable {
+    let dtype: DType
+    let columns: Int
+    let rowBytes: Int
+    /// The fp32 table, when kept as fp32.
+    let floats: FloatBuffer?
+    private let region: HugePageRegion?
+    private let raw: UnsafeRawPointer?
+
+    init(_ t: Tensor, fp32: Bool) {
+        dtype = t.dtype
+        columns = t.columns
+        rowBytes = t.dtype.byteCount(elements: t.columns)
+        if fp32 || t.dtype == .f32 || t.columns % t.dtype.blockSize != 0 {
+            floats = FloatBuffer(t.toFloats())
+            region = nil
+            raw = nil
+        } else {
+            let (r, p) = WeightMemory.allocate(byteCount: t.rows * rowBytes)
+            p.copyMemory(from: t.data, byteCount: t.rows * rowBytes)
+            floats = nil
+            region = r
+            raw = UnsafeRawPointer(p)
+        }
+    }
+
+    /// Row `token` as fp32 into `dst[columns]`.
+    func row(_ token: Int, into dst: UnsafeMutablePointer<Float>) {
+        if let floats {
+            dst.update(from: floats.pointer + token * columns, count: columns)
+        } else {
+            dequantize(dtype, raw! + token * rowBytes, dst, count: columns)
+        }
+    }
+}
+
 /// One flattened batch for a forward pass: the new tokens of several sequences, back to back.
 public struct ForwardBatch: Sendable {
     public var tokens: [Int32]
@@ -101,7 +140,7 @@ struct LlamaLayer: Sendable {
 /// embeddings → N × (RMSNorm, GQA attention with RoPE, residual, RMSNorm, SwiGLU MLP, residual) → RMSNorm → LM head.
 public final class LlamaModel: Sendable {
     public let config: ModelConfig
-    let embedding: FloatBuffer
+    let embedding: EmbeddingTable
     let layers: [LlamaLayer]
     let outputNorm: FloatBuffer
     let lmHead: Linear?
@@ -118,7 +157,6 @@ public final class LlamaModel: Sendable {
         self.fp32Weights = fp32
         let h = c.hiddenSize, qDim = c.headCount * c.headDim, kvDim = c.kvHeadCount * c.headDim
         let embd = try w.require("token_embd.weight", shape: [c.vocabSize, h])
-        embedding = FloatBuffer(embd.toFloats())
         outputNorm = FloatBuffer(try w.require("output_norm.weight", shape: [h]).toFloats())
         if let out = w.optional("output.weight") {
             _ = try w.require("output.weight", shape: [c.vocabSize, h])
@@ -128,6 +166,8 @@ public final class LlamaModel: Sendable {
         } else {
             lmHead = nil
         }
+        // Without an LM head of its own the table is the fp32 head: keep it as fp32.
+        embedding = EmbeddingTable(embd, fp32: lmHead == nil)
         var layers: [LlamaLayer] = []
         for i in 0..<c.layerCount {
             func t(_ n: String, _ shape: [Int]) throws -> Tensor { try w.require("blk.\(i).\(n)", shape: shape) }
@@ -192,7 +232,7 @@ public final class LlamaModel: Sendable {
 
         for (i, tok) in batch.tokens.enumerated() {
             precondition(Int(tok) >= 0 && Int(tok) < c.vocabSize, "token id \(tok) out of range")
-            (x + i * h).update(from: embedding.pointer + Int(tok) * h, count: h)
+            embedding.row(Int(tok), into: x + i * h)
         }
         // Slot of each new token in the paged cache.
         var slots = [Int](repeating: 0, count: n)
@@ -304,7 +344,8 @@ public final class LlamaModel: Sendable {
                 quantizeInput(sel, tokens: m, cols: h, for: head, into: qx, pool: pool)
                 head(sel, tokens: m, into: out.baseAddress!, qx: qx, pool: pool)
             } else {
-                matmulF32(x: sel, tokens: m, w: embedding.pointer, rows: c.vocabSize, cols: h, y: out.baseAddress!, pool: pool)
+                matmulF32(x: sel, tokens: m, w: embedding.floats!.pointer, rows: c.vocabSize, cols: h, y: out.baseAddress!,
+                          pool: pool)
             }
             count = m * c.vocabSize
         }
