@@ -318,10 +318,10 @@ T256 INL __m256i dot8x4(__m256i w, __m256i x, __m256i ones, int wide) {
 }
 
 T256 INL void tile256(const pagoda_qmat *m, const uint8_t *gbase, const int8_t *q, const float *dx, const int32_t *sx,
-                      const float *dxs, int64_t t, const int NIB, const int MIN, const int WIDE, const int HALF, float *y,
-                      int64_t ldy, int64_t g, const float *bias) {
+                      const float *dxs, const int32_t *sxh, int64_t t, const int NIB, const int MIN, const int WIDE,
+                      const int HALF, const int SPLIT, float *y, int64_t ldy, int64_t g, const float *bias) {
     const int64_t nb = m->blocks, cols = m->cols, bb = m->block_bytes;
-    const int64_t sbytes = HALF ? 32 : 64, wofs = MIN ? 2 * sbytes : sbytes, half8 = HALF ? 16 : 32;
+    const int64_t sbytes = HALF ? 32 : 64, wofs = MIN || SPLIT ? 2 * sbytes : sbytes, half8 = HALF ? 16 : 32;
     const __m256i low = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
     const int32_t off = WIDE ? 0 : m->offset;
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
@@ -329,8 +329,9 @@ T256 INL void tile256(const pagoda_qmat *m, const uint8_t *gbase, const int8_t *
         const uint8_t *blk = gbase + b * bb;
         const uint8_t *wp = blk + wofs;
         const int8_t *xb = q + t * cols + b * 32;
-        __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256();
+        __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256(), h0 = s0, h1 = s1;
         for (int k = 0; k < 8; k++) {
+            if (SPLIT && k == 4) { h0 = s0; h1 = s1; }  // the first half's sums
             __m256i wlo, whi;
             if (NIB) {
                 const int kk = k & 3;
@@ -348,6 +349,19 @@ T256 INL void tile256(const pagoda_qmat *m, const uint8_t *gbase, const int8_t *
             const __m256i xbc = _mm256_set1_epi32(xv);
             s0 = _mm256_add_epi32(s0, dot8x4(wlo, xbc, ones, WIDE));
             s1 = _mm256_add_epi32(s1, dot8x4(whi, xbc, ones, WIDE));
+        }
+        if (SPLIT) {
+            // Each half with its own scale (the second half's in the min slot), as the scalar path does.
+            const int32_t a1 = sxh[t * nb + b], a2 = sx[t * nb + b] - a1;
+            const __m256i o1 = _mm256_set1_epi32(off * a1), o2 = _mm256_set1_epi32(off * a2);
+            const __m256 xd = _mm256_set1_ps(dx[t * nb + b]);
+            const __m256i lo1 = _mm256_sub_epi32(h0, o1), lo2 = _mm256_sub_epi32(_mm256_sub_epi32(s0, h0), o2);
+            const __m256i hi1 = _mm256_sub_epi32(h1, o1), hi2 = _mm256_sub_epi32(_mm256_sub_epi32(s1, h1), o2);
+            acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lo1), _mm256_mul_ps(scales256(blk, HALF), xd), acc0);
+            acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lo2), _mm256_mul_ps(scales256(blk + sbytes, HALF), xd), acc0);
+            acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hi1), _mm256_mul_ps(scales256(blk + half8, HALF), xd), acc1);
+            acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hi2), _mm256_mul_ps(scales256(blk + sbytes + half8, HALF), xd), acc1);
+            continue;
         }
         if (off) {
             const __m256i o = _mm256_set1_epi32(off * sx[t * nb + b]);
@@ -374,22 +388,24 @@ T256 INL void tile256(const pagoda_qmat *m, const uint8_t *gbase, const int8_t *
     }
 }
 
-#define DEF256(NAME, NIB, MIN, WIDE, HALF) \
+#define DEF256(NAME, NIB, MIN, WIDE, HALF, SPLIT) \
     T256 __attribute__((noinline)) static void NAME(const pagoda_qmat *m, const int8_t *q, const float *dx, \
-        const int32_t *sx, const float *dxs, int64_t tokens, float *y, int64_t ldy, int64_t g0, int64_t g1, \
-        const float *bias) { \
+        const int32_t *sx, const float *dxs, const int32_t *sxh, int64_t tokens, float *y, int64_t ldy, int64_t g0, \
+        int64_t g1, const float *bias) { \
         for (int64_t g = g0; g < g1; g++) { \
             const uint8_t *gbase = m->data + g * m->blocks * m->block_bytes; \
-            for (int64_t t = 0; t < tokens; t++) tile256(m, gbase, q, dx, sx, dxs, t, NIB, MIN, WIDE, HALF, y, ldy, g, bias); \
+            for (int64_t t = 0; t < tokens; t++) \
+                tile256(m, gbase, q, dx, sx, dxs, sxh, t, NIB, MIN, WIDE, HALF, SPLIT, y, ldy, g, bias); \
         } \
     }
-DEF256(qgemm256_b, 0, 0, 0, 1)
-DEF256(qgemm256_bw, 0, 0, 1, 1)
-DEF256(qgemm256_bm, 0, 1, 0, 1)
-DEF256(qgemm256_n, 1, 0, 0, 1)
-DEF256(qgemm256_nm, 1, 1, 0, 1)
-DEF256(qgemm256_nm_f32, 1, 1, 0, 0)
-DEF256(qgemm256_bm_f32, 0, 1, 0, 0)
+DEF256(qgemm256_b, 0, 0, 0, 1, 0)
+DEF256(qgemm256_bw, 0, 0, 1, 1, 0)
+DEF256(qgemm256_bm, 0, 1, 0, 1, 0)
+DEF256(qgemm256_n, 1, 0, 0, 1, 0)
+DEF256(qgemm256_nm, 1, 1, 0, 1, 0)
+DEF256(qgemm256_nm_f32, 1, 1, 0, 0, 0)
+DEF256(qgemm256_bm_f32, 0, 1, 0, 0, 0)
+DEF256(qgemm256_s_f32, 0, 0, 0, 0, 1)
 #endif
 
 // ---------------------------------------------------------------------------------------------------------
@@ -443,14 +459,14 @@ static void qgemm_chunk(const pagoda_qmat *m, const int8_t *q, const float *dx, 
         else (m->has_min ? qgemm512_bm : qgemm512_b)(m, q, dx, sx, dxs, sxh, tokens, y, ldy, g0, g1, bias);
         return;
     }
-    // AVX2 has no split tile yet: Q6_K takes the scalar path there.
-    if (isa == 1 && !m->split) {
-        if (m->nibble && m->has_min && !m->half_scales) qgemm256_nm_f32(m, q, dx, sx, dxs, tokens, y, ldy, g0, g1, bias);
-        else if (m->nibble) (m->has_min ? qgemm256_nm : qgemm256_n)(m, q, dx, sx, dxs, tokens, y, ldy, g0, g1, bias);
-        else if (m->has_min && !m->half_scales) qgemm256_bm_f32(m, q, dx, sx, dxs, tokens, y, ldy, g0, g1, bias);
-        else if (m->has_min) qgemm256_bm(m, q, dx, sx, dxs, tokens, y, ldy, g0, g1, bias);
-        else if (m->offset == 128) qgemm256_bw(m, q, dx, sx, dxs, tokens, y, ldy, g0, g1, bias);
-        else qgemm256_b(m, q, dx, sx, dxs, tokens, y, ldy, g0, g1, bias);
+    if (isa == 1) {
+        if (m->split) qgemm256_s_f32(m, q, dx, sx, dxs, sxh, tokens, y, ldy, g0, g1, bias);
+        else if (m->nibble && m->has_min && !m->half_scales) qgemm256_nm_f32(m, q, dx, sx, dxs, sxh, tokens, y, ldy, g0, g1, bias);
+        else if (m->nibble) (m->has_min ? qgemm256_nm : qgemm256_n)(m, q, dx, sx, dxs, sxh, tokens, y, ldy, g0, g1, bias);
+        else if (m->has_min && !m->half_scales) qgemm256_bm_f32(m, q, dx, sx, dxs, sxh, tokens, y, ldy, g0, g1, bias);
+        else if (m->has_min) qgemm256_bm(m, q, dx, sx, dxs, sxh, tokens, y, ldy, g0, g1, bias);
+        else if (m->offset == 128) qgemm256_bw(m, q, dx, sx, dxs, sxh, tokens, y, ldy, g0, g1, bias);
+        else qgemm256_b(m, q, dx, sx, dxs, sxh, tokens, y, ldy, g0, g1, bias);
         return;
     }
 #endif
