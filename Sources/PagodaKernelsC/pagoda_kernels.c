@@ -145,6 +145,10 @@ static void qgemm_scalar(const pagoda_qmat *m, const int8_t *q, const float *dx,
                             int u;
                             if (m->nibble) u = k < 4 ? (w[k * 64 + i * 4 + j] & 15) : (w[(k - 4) * 64 + i * 4 + j] >> 4);
                             else u = w[k * 64 + i * 4 + j];
+                            for (int p = 0; p < m->high_bits; p++) {
+                                const int bit = i * 4 + j;
+                                u |= ((w[256 + 64 * p + 8 * k + bit / 8] >> (bit % 8)) & 1) << (4 + p);
+                            }
                             isum += u * (int32_t)xb[4 * k + j];
                         }
                         if (k == 3) half1 = isum;
@@ -189,13 +193,31 @@ T512 INL __m512 scales512(const uint8_t *p, const int HALF) {
     return HALF ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p)) : _mm512_loadu_ps((const float *)p);
 }
 
-T512 INL void tile512(const pagoda_qmat *m, const uint8_t *gbase, const uint8_t *pf, const int8_t *q, const float *dx, const int32_t *sx,
+/// The 8 steps of one block of nibble codes (and bit planes) as bytes.
+T512 INL void unpack512(const uint8_t *wp, const int HB, __m512i w[8]) {
+    const __m512i low = _mm512_set1_epi8(15);
+    for (int k = 0; k < 4; k++) {
+        const __m512i p = _mm512_loadu_si512((const void *)(wp + 64 * k));
+        w[k] = _mm512_and_si512(p, low);
+        w[k + 4] = _mm512_and_si512(_mm512_srli_epi16(p, 4), low);
+    }
+    // Bit planes: one 64-bit mask per step and plane, a byte lane per code.
+    for (int pl = 0; pl < HB; pl++) {
+        const __m512i add = _mm512_set1_epi8((char)(16 << pl));
+        for (int k = 0; k < 8; k++) {
+            uint64_t bits;
+            memcpy(&bits, wp + 256 + 64 * pl + 8 * k, 8);
+            w[k] = _mm512_mask_add_epi8(w[k], (__mmask64)bits, w[k], add);
+        }
+    }
+}
+
+T512 INL void tile512(const pagoda_qmat *m, const uint8_t *gbase, const uint8_t *pf, const uint8_t *pre, const int8_t *q, const float *dx, const int32_t *sx,
                       const float *dxs, const int32_t *sxh, int64_t t0, const int NT, const int NIB, const int MIN,
-                      const int HALF, const int SPLIT, float *y, int64_t ldy, int64_t g, const float *bias, int64_t b0,
-                      int64_t b1) {
+                      const int HALF, const int SPLIT, const int HB, float *y, int64_t ldy, int64_t g, const float *bias,
+                      int64_t b0, int64_t b1) {
     const int64_t nb = m->blocks, cols = m->cols, bb = m->block_bytes;
     const int64_t sbytes = HALF ? 32 : 64, wofs = MIN || SPLIT ? 2 * sbytes : sbytes;
-    const __m512i low = _mm512_set1_epi8(15);
     const int32_t off = m->offset;
     const int64_t r0 = g * PAGODA_Q_ROWS;
     const int64_t nr = m->rows - r0 < PAGODA_Q_ROWS ? m->rows - r0 : PAGODA_Q_ROWS;
@@ -213,12 +235,10 @@ T512 INL void tile512(const pagoda_qmat *m, const uint8_t *gbase, const uint8_t 
         if (MIN || SPLIT) wm = scales512(blk + sbytes, HALF);  // the min, or the second half's scale
         const uint8_t *wp = blk + wofs;
         __m512i w[8];
-        if (NIB) {
-            for (int k = 0; k < 4; k++) {
-                const __m512i p = _mm512_loadu_si512((const void *)(wp + 64 * k));
-                w[k] = _mm512_and_si512(p, low);
-                w[k + 4] = _mm512_and_si512(_mm512_srli_epi16(p, 4), low);
-            }
+        if (NIB && pre) {
+            for (int k = 0; k < 8; k++) w[k] = _mm512_load_si512((const void *)(pre + (b - b0) * 512 + 64 * k));
+        } else if (NIB) {
+            unpack512(wp, HB, w);
         } else {
             for (int k = 0; k < 8; k++) w[k] = _mm512_loadu_si512((const void *)(wp + 64 * k));
         }
@@ -271,29 +291,43 @@ static inline int64_t qcolumn_blocks(const pagoda_qmat *m, int64_t tokens) {
     return k > 0 ? k : 1;
 }
 
-#define DEF512(NAME, NIB, MIN, HALF, SPLIT) \
+#define PRE_BLOCKS 24
+#define DEF512(NAME, NIB, MIN, HALF, SPLIT, HB) \
     T512 __attribute__((noinline)) static void NAME(const pagoda_qmat *m, const int8_t *q, const float *dx, \
         const int32_t *sx, const float *dxs, const int32_t *sxh, int64_t tokens, float *y, int64_t ldy, int64_t g0, \
         int64_t g1, const float *bias) { \
-        const int64_t kc = qcolumn_blocks(m, tokens); \
+        /* A batch unpacks each block's nibbles and bit planes once into bytes (at most PRE_BLOCKS of them, */ \
+        /* 12 KiB, in L1) and every token tile reads those; one token (decode) unpacks as it streams. */ \
+        const int pre = NIB && tokens > 4; \
+        _Alignas(64) uint8_t wbuf[PRE_BLOCKS * 512]; \
+        const int64_t kc = pre ? PRE_BLOCKS : qcolumn_blocks(m, tokens); \
         for (int64_t g = g0; g < g1; g++) { \
             const uint8_t *gbase = m->data + g * m->blocks * m->block_bytes; \
             const uint8_t *pf = tokens > 4 && g + 1 < g1 ? gbase + m->blocks * m->block_bytes : 0; \
             for (int64_t b0 = 0; b0 < m->blocks; b0 += kc) { \
                 const int64_t b1 = b0 + kc < m->blocks ? b0 + kc : m->blocks; \
+                if (pre) { \
+                    const int64_t wofs = (MIN || SPLIT ? 2 : 1) * (HALF ? 32 : 64); \
+                    for (int64_t b = b0; b < b1; b++) { \
+                        __m512i w[8]; \
+                        unpack512(gbase + b * m->block_bytes + wofs, HB, w); \
+                        for (int k = 0; k < 8; k++) _mm512_store_si512((void *)(wbuf + (b - b0) * 512 + 64 * k), w[k]); \
+                    } \
+                } \
                 int64_t t = 0; \
-                for (; t + 4 <= tokens; t += 4) tile512(m, gbase, t == 0 ? pf : 0, q, dx, sx, dxs, sxh, t, 4, NIB, MIN, HALF, SPLIT, y, ldy, g, bias, b0, b1); \
-                for (; t < tokens; t++) tile512(m, gbase, 0, q, dx, sx, dxs, sxh, t, 1, NIB, MIN, HALF, SPLIT, y, ldy, g, bias, b0, b1); \
+                for (; t + 4 <= tokens; t += 4) tile512(m, gbase, t == 0 ? pf : 0, pre ? wbuf : 0, q, dx, sx, dxs, sxh, t, 4, NIB, MIN, HALF, SPLIT, HB, y, ldy, g, bias, b0, b1); \
+                for (; t < tokens; t++) tile512(m, gbase, 0, pre ? wbuf : 0, q, dx, sx, dxs, sxh, t, 1, NIB, MIN, HALF, SPLIT, HB, y, ldy, g, bias, b0, b1); \
             } \
         } \
     }
-DEF512(qgemm512_b, 0, 0, 1, 0)
-DEF512(qgemm512_bm, 0, 1, 1, 0)
-DEF512(qgemm512_bm_f32, 0, 1, 0, 0)
-DEF512(qgemm512_n, 1, 0, 1, 0)
-DEF512(qgemm512_nm, 1, 1, 1, 0)
-DEF512(qgemm512_nm_f32, 1, 1, 0, 0)
-DEF512(qgemm512_s_f32, 0, 0, 0, 1)
+DEF512(qgemm512_b, 0, 0, 1, 0, 0)        // Q8_0
+DEF512(qgemm512_n, 1, 0, 1, 0, 0)        // Q4_0
+DEF512(qgemm512_nm, 1, 1, 1, 0, 0)       // Q4_1
+DEF512(qgemm512_nm_f32, 1, 1, 0, 0, 0)   // Q4_K
+DEF512(qgemm512_n5, 1, 0, 1, 0, 1)       // Q5_0
+DEF512(qgemm512_nm5, 1, 1, 1, 0, 1)      // Q5_1
+DEF512(qgemm512_nm5_f32, 1, 1, 0, 0, 1)  // Q5_K
+DEF512(qgemm512_ns6_f32, 1, 0, 0, 1, 2)  // Q6_K
 
 // ---------------------------------------------------------------------------------------------------------
 // AVX2 (no VNNI): vpmaddubsw + vpmaddwd per 8-row half. Codes above 31 (Q8_0's offset 128) would saturate
@@ -317,9 +351,19 @@ T256 INL __m256i dot8x4(__m256i w, __m256i x, __m256i ones, int wide) {
     return _mm256_madd_epi16(p, ones);
 }
 
+/// 32 bits as 32 bytes: 0xFF where the bit is set, byte b for bit b.
+T256 INL __m256i bits_to_bytes256(uint32_t v) {
+    const __m256i pick = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
+                                          2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+    const __m256i sel = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
+    const __m256i x = _mm256_shuffle_epi8(_mm256_set1_epi32((int)v), pick);
+    return _mm256_cmpeq_epi8(_mm256_and_si256(x, sel), sel);
+}
+
 T256 INL void tile256(const pagoda_qmat *m, const uint8_t *gbase, const int8_t *q, const float *dx, const int32_t *sx,
                       const float *dxs, const int32_t *sxh, int64_t t, const int NIB, const int MIN, const int WIDE,
-                      const int HALF, const int SPLIT, float *y, int64_t ldy, int64_t g, const float *bias) {
+                      const int HALF, const int SPLIT, const int HB, float *y, int64_t ldy, int64_t g,
+                      const float *bias) {
     const int64_t nb = m->blocks, cols = m->cols, bb = m->block_bytes;
     const int64_t sbytes = HALF ? 32 : 64, wofs = MIN || SPLIT ? 2 * sbytes : sbytes, half8 = HALF ? 16 : 32;
     const __m256i low = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
@@ -340,6 +384,14 @@ T256 INL void tile256(const pagoda_qmat *m, const uint8_t *gbase, const int8_t *
                 if (k >= 4) { wlo = _mm256_srli_epi16(wlo, 4); whi = _mm256_srli_epi16(whi, 4); }
                 wlo = _mm256_and_si256(wlo, low);
                 whi = _mm256_and_si256(whi, low);
+                for (int pl = 0; pl < HB; pl++) {
+                    uint32_t bl, bh;
+                    memcpy(&bl, wp + 256 + 64 * pl + 8 * k, 4);
+                    memcpy(&bh, wp + 256 + 64 * pl + 8 * k + 4, 4);
+                    const __m256i add = _mm256_set1_epi8((char)(16 << pl));
+                    wlo = _mm256_or_si256(wlo, _mm256_and_si256(bits_to_bytes256(bl), add));
+                    whi = _mm256_or_si256(whi, _mm256_and_si256(bits_to_bytes256(bh), add));
+                }
             } else {
                 wlo = _mm256_loadu_si256((const __m256i *)(wp + 64 * k));
                 whi = _mm256_loadu_si256((const __m256i *)(wp + 64 * k + 32));
@@ -388,24 +440,24 @@ T256 INL void tile256(const pagoda_qmat *m, const uint8_t *gbase, const int8_t *
     }
 }
 
-#define DEF256(NAME, NIB, MIN, WIDE, HALF, SPLIT) \
+#define DEF256(NAME, NIB, MIN, WIDE, HALF, SPLIT, HB) \
     T256 __attribute__((noinline)) static void NAME(const pagoda_qmat *m, const int8_t *q, const float *dx, \
         const int32_t *sx, const float *dxs, const int32_t *sxh, int64_t tokens, float *y, int64_t ldy, int64_t g0, \
         int64_t g1, const float *bias) { \
         for (int64_t g = g0; g < g1; g++) { \
             const uint8_t *gbase = m->data + g * m->blocks * m->block_bytes; \
             for (int64_t t = 0; t < tokens; t++) \
-                tile256(m, gbase, q, dx, sx, dxs, sxh, t, NIB, MIN, WIDE, HALF, SPLIT, y, ldy, g, bias); \
+                tile256(m, gbase, q, dx, sx, dxs, sxh, t, NIB, MIN, WIDE, HALF, SPLIT, HB, y, ldy, g, bias); \
         } \
     }
-DEF256(qgemm256_b, 0, 0, 0, 1, 0)
-DEF256(qgemm256_bw, 0, 0, 1, 1, 0)
-DEF256(qgemm256_bm, 0, 1, 0, 1, 0)
-DEF256(qgemm256_n, 1, 0, 0, 1, 0)
-DEF256(qgemm256_nm, 1, 1, 0, 1, 0)
-DEF256(qgemm256_nm_f32, 1, 1, 0, 0, 0)
-DEF256(qgemm256_bm_f32, 0, 1, 0, 0, 0)
-DEF256(qgemm256_s_f32, 0, 0, 0, 0, 1)
+DEF256(qgemm256_bw, 0, 0, 1, 1, 0, 0)        // Q8_0
+DEF256(qgemm256_n, 1, 0, 0, 1, 0, 0)         // Q4_0
+DEF256(qgemm256_nm, 1, 1, 0, 1, 0, 0)        // Q4_1
+DEF256(qgemm256_nm_f32, 1, 1, 0, 0, 0, 0)    // Q4_K
+DEF256(qgemm256_n5, 1, 0, 0, 1, 0, 1)        // Q5_0
+DEF256(qgemm256_nm5, 1, 1, 0, 1, 0, 1)       // Q5_1
+DEF256(qgemm256_nm5_f32, 1, 1, 0, 0, 0, 1)   // Q5_K
+DEF256(qgemm256_ns6_f32, 1, 0, 0, 0, 1, 2)   // Q6_K
 #endif
 
 // ---------------------------------------------------------------------------------------------------------
@@ -451,24 +503,21 @@ static void qgemm_chunk(const pagoda_qmat *m, const int8_t *q, const float *dx, 
                         const float *bias) {
     const int isa = pagoda_q_isa();
 #ifdef PQ_X86
-    if (isa == 2) {
-        if (m->split) qgemm512_s_f32(m, q, dx, sx, dxs, sxh, tokens, y, ldy, g0, g1, bias);
-        else if (m->nibble && m->has_min && !m->half_scales) qgemm512_nm_f32(m, q, dx, sx, dxs, sxh, tokens, y, ldy, g0, g1, bias);
-        else if (m->nibble) (m->has_min ? qgemm512_nm : qgemm512_n)(m, q, dx, sx, dxs, sxh, tokens, y, ldy, g0, g1, bias);
-        else if (m->has_min && !m->half_scales) qgemm512_bm_f32(m, q, dx, sx, dxs, sxh, tokens, y, ldy, g0, g1, bias);
-        else (m->has_min ? qgemm512_bm : qgemm512_b)(m, q, dx, sx, dxs, sxh, tokens, y, ldy, g0, g1, bias);
-        return;
-    }
-    if (isa == 1) {
-        if (m->split) qgemm256_s_f32(m, q, dx, sx, dxs, sxh, tokens, y, ldy, g0, g1, bias);
-        else if (m->nibble && m->has_min && !m->half_scales) qgemm256_nm_f32(m, q, dx, sx, dxs, sxh, tokens, y, ldy, g0, g1, bias);
-        else if (m->nibble) (m->has_min ? qgemm256_nm : qgemm256_n)(m, q, dx, sx, dxs, sxh, tokens, y, ldy, g0, g1, bias);
-        else if (m->has_min && !m->half_scales) qgemm256_bm_f32(m, q, dx, sx, dxs, sxh, tokens, y, ldy, g0, g1, bias);
-        else if (m->has_min) qgemm256_bm(m, q, dx, sx, dxs, sxh, tokens, y, ldy, g0, g1, bias);
-        else if (m->offset == 128) qgemm256_bw(m, q, dx, sx, dxs, sxh, tokens, y, ldy, g0, g1, bias);
-        else qgemm256_b(m, q, dx, sx, dxs, sxh, tokens, y, ldy, g0, g1, bias);
-        return;
-    }
+    // Every layout QuantizedMatrix makes has a vector kernel; anything else takes the scalar path.
+    typedef void (*qkernel)(const pagoda_qmat *, const int8_t *, const float *, const int32_t *, const float *,
+                            const int32_t *, int64_t, float *, int64_t, int64_t, int64_t, const float *);
+    qkernel k512 = 0, k256 = 0;
+    const int nib = m->nibble, mn = m->has_min, hs = m->half_scales, sp = m->split, hb = m->high_bits;
+    if (!nib && !mn && hs && !sp && !hb && m->offset == 128) { k512 = qgemm512_b; k256 = qgemm256_bw; }
+    else if (nib && !sp && hb == 0 && !mn && hs) { k512 = qgemm512_n; k256 = qgemm256_n; }
+    else if (nib && !sp && hb == 0 && mn && hs) { k512 = qgemm512_nm; k256 = qgemm256_nm; }
+    else if (nib && !sp && hb == 0 && mn && !hs) { k512 = qgemm512_nm_f32; k256 = qgemm256_nm_f32; }
+    else if (nib && !sp && hb == 1 && !mn && hs) { k512 = qgemm512_n5; k256 = qgemm256_n5; }
+    else if (nib && !sp && hb == 1 && mn && hs) { k512 = qgemm512_nm5; k256 = qgemm256_nm5; }
+    else if (nib && !sp && hb == 1 && mn && !hs) { k512 = qgemm512_nm5_f32; k256 = qgemm256_nm5_f32; }
+    else if (nib && sp && hb == 2 && !mn && !hs) { k512 = qgemm512_ns6_f32; k256 = qgemm256_ns6_f32; }
+    if (isa == 2 && k512) { k512(m, q, dx, sx, dxs, sxh, tokens, y, ldy, g0, g1, bias); return; }
+    if (isa == 1 && k256) { k256(m, q, dx, sx, dxs, sxh, tokens, y, ldy, g0, g1, bias); return; }
 #endif
     (void)isa;
     qgemm_scalar(m, q, dx, sx, dxs, sxh, tokens, y, ldy, g0, g1, bias);

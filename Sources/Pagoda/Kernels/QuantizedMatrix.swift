@@ -94,7 +94,10 @@ public final class QuantizedMatrix: @unchecked Sendable {
         cols = tensor.columns
         dtype = t
         guard cols % 32 == 0, cols % t.blockSize == 0, rows > 0 else { throw QuantizedMatrixError.badShape(tensor.shape) }
-        let nibble = t == .q4_0 || t == .q4_1 || t == .q4_K
+        // Codes of up to 6 bits: their low 4 bits as nibbles and bits 4 and 5 as bit planes (the file's size,
+        // not a byte per weight); Q8_0's codes stay bytes.
+        let nibble = t != .q8_0
+        let highBits = switch t { case .q5_0, .q5_1, .q5_K: 1; case .q6_K: 2; default: 0 }
         let hasMin = t == .q4_1 || t == .q5_1 || t == .q4_K || t == .q5_K
         // Q6_K has a scale per 16 columns: the block's second scale goes where a min would.
         let split = t == .q6_K
@@ -107,13 +110,13 @@ public final class QuantizedMatrix: @unchecked Sendable {
         let half = t != .q4_K && t != .q5_K && t != .q6_K
         let scaleBytes = half ? 32 : 64
         let wofs = scaleBytes * (hasMin || split ? 2 : 1)
-        let blockBytes = wofs + (nibble ? 256 : 512)
+        let blockBytes = wofs + (nibble ? 256 + 64 * highBits : 512)
         let total = groups * nb * blockBytes
         (region, storage) = WeightMemory.allocate(byteCount: total)
         desc = pagoda_qmat(data: UnsafePointer(storage.assumingMemoryBound(to: UInt8.self)), rows: Int64(rows),
                            cols: Int64(cols), groups: Int64(groups), blocks: Int64(nb), block_bytes: Int64(blockBytes),
                            nibble: nibble ? 1 : 0, has_min: hasMin ? 1 : 0, offset: offset, half_scales: half ? 1 : 0,
-                           split: split ? 1 : 0)
+                           split: split ? 1 : 0, high_bits: Int32(highBits))
         let rowBytes = t.byteCount(elements: cols)
         var codes = [UInt8](repeating: 0, count: 32)
         codes.withUnsafeMutableBufferPointer { codes in
@@ -136,7 +139,11 @@ public final class QuantizedMatrix: @unchecked Sendable {
                             let u = codes[4 * k + j]
                             if nibble {
                                 let o = (k & 3) * 64 + i * 4 + j
-                                w[o] |= k < 4 ? u : u << 4
+                                w[o] |= k < 4 ? u & 15 : (u & 15) << 4
+                                let bit = i * 4 + j
+                                for p in 0..<highBits where (u >> (4 + p)) & 1 != 0 {
+                                    w[256 + 64 * p + 8 * k + bit / 8] |= 1 << UInt8(bit % 8)
+                                }
                             } else {
                                 w[k * 64 + i * 4 + j] = u
                             }

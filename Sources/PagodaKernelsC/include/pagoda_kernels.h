@@ -30,7 +30,9 @@ static inline void pagoda_prefetch(const void *p, int64_t bytes) {
 //   (d and m are fp16 when half_scales, else fp32: legacy GGUF types store fp16 scales, so keeping them
 //   fp16 is exact and saves decode bandwidth; Q4_K's products of scales need fp32)
 //   weights: 8 steps × 16 rows × 4 bytes (unsigned codes u, element 4k+j of row i at k*64 + i*4 + j),
-//            or, when nibble, 4 × 64 bytes holding steps k (low nibble) and k+4 (high nibble).
+//            or, when nibble, 4 × 64 bytes holding steps k (low nibble) and k+4 (high nibble) of the codes'
+//            low 4 bits, followed by high_bits planes of 64 bytes (5- and 6-bit codes): bit 4+p of the code of
+//            element 4k+j of row i is bit (i*4 + j) of the 8-byte word at 256 + 64p + 8k.
 // A weight is w = d·(u − offset) + m. Activations are int8 blocks of 32: x ≈ dx·q, with sx = Σq,
 // sxh = Σq over the block's first 16 values and dxs = dx·(float)sx. For one output element, for every block b
 // in order:
@@ -56,6 +58,7 @@ typedef struct {
     int64_t block_bytes;                  // bytes per (group, block)
     int32_t nibble, has_min, offset, half_scales;
     int32_t split;                        // a scale per 16 columns (Q6_K), see above
+    int32_t high_bits;                    // bit planes above the nibbles (Q5_x: 1, Q6_K: 2)
 } pagoda_qmat;
 
 /// Quantizes `tokens` rows of `cols` floats (cols % 32 == 0) into int8 blocks.
