@@ -308,10 +308,9 @@ static inline int64_t qcolumn_blocks(const pagoda_qmat *m, int64_t tokens) {
             for (int64_t b0 = 0; b0 < m->blocks; b0 += kc) { \
                 const int64_t b1 = b0 + kc < m->blocks ? b0 + kc : m->blocks; \
                 if (pre) { \
-                    const int64_t wofs = (MIN || SPLIT ? 2 : 1) * (HALF ? 32 : 64); \
                     for (int64_t b = b0; b < b1; b++) { \
                         __m512i w[8]; \
-                        unpack512(gbase + b * m->block_bytes + wofs, HB, w); \
+                        unpack512(gbase + b * m->block_bytes + codes_offset(m), HB, w); \
                         for (int k = 0; k < 8; k++) _mm512_store_si512((void *)(wbuf + (b - b0) * 512 + 64 * k), w[k]); \
                     } \
                 } \
