@@ -95,12 +95,12 @@ struct BenchLatencyCommand: ParsableCommand {
                     let pending = core.scheduler.waiting.count + core.scheduler.running.filter { $0.outputTokenIds.isEmpty }.count
                     if pending == 0 {
                         prefillDone = monotonicNow()
-                        if let p = takeForwardProfile() { FileHandle.standardError.write(Data(("prefill " + p + "\n").utf8)) }
+                        if let p = takeForwardProfile() { FileHandle.standardError.write(Data((p + "\n").utf8)) }
                     }
                 }
             }
             let end = monotonicNow()
-            if let p = takeForwardProfile(), iter >= numItersWarmup { FileHandle.standardError.write(Data(("decode " + p + "\n").utf8)) }
+            if let p = takeForwardProfile(), iter >= numItersWarmup { FileHandle.standardError.write(Data((p + "\n").utf8)) }
             if iter >= numItersWarmup {
                 latencies.append(end - start)
                 prefillTimes.append((prefillDone ?? end) - start)

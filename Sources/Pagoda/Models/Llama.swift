@@ -128,6 +128,56 @@ public struct ForwardBatch: Sendable {
     }
 }
 
+extension ForwardBatch {
+    /// One slice of a batch: its sequences as a batch of their own, and for each of its logit rows, the
+    /// position of that row in the whole batch's output.
+    struct Slice {
+        var batch: ForwardBatch
+        var outputRows: [Int]
+    }
+
+    /// Consecutive runs of the batch's sequences of at most `maxTokens` new tokens each (a longer sequence
+    /// alone); the whole batch when it fits, or when its sequences do not tile its tokens in order.
+    static func slices(of batch: ForwardBatch, maxTokens: Int) -> [Slice] {
+        let whole = [Slice(batch: batch, outputRows: Array(batch.logitRows.indices))]
+        if batch.tokens.count <= maxTokens || batch.sequences.count < 2 { return whole }
+        var next = 0
+        for s in batch.sequences {
+            if s.tokenStart != next { return whole }
+            next += s.tokenCount
+        }
+        if next != batch.tokens.count { return whole }
+        // Runs of sequences: [first, end) index ranges.
+        var runs: [Range<Int>] = []
+        var first = 0, tokens = 0
+        for (i, s) in batch.sequences.enumerated() {
+            if i > first && tokens + s.tokenCount > maxTokens {
+                runs.append(first..<i)
+                first = i
+                tokens = 0
+            }
+            tokens += s.tokenCount
+        }
+        runs.append(first..<batch.sequences.count)
+        return runs.map { run in
+            let start = batch.sequences[run.lowerBound].tokenStart
+            let last = batch.sequences[run.upperBound - 1]
+            let end = last.tokenStart + last.tokenCount
+            var seqs = Array(batch.sequences[run])
+            for i in seqs.indices { seqs[i].tokenStart -= start }
+            var rows: [Int] = [], outputRows: [Int] = []
+            for (o, r) in batch.logitRows.enumerated() where r >= start && r < end {
+                rows.append(r - start)
+                outputRows.append(o)
+            }
+            return Slice(batch: ForwardBatch(tokens: Array(batch.tokens[start..<end]),
+                                             positions: Array(batch.positions[start..<end]),
+                                             sequences: seqs, logitRows: rows),
+                         outputRows: outputRows)
+        }
+    }
+}
+
 struct LlamaLayer: Sendable {
     let attnNorm: FloatBuffer
     let wq: Linear, wk: Linear, wv: Linear, wo: Linear
@@ -212,9 +262,34 @@ public final class LlamaModel: Sendable {
         workspaceLock.unlock()
     }
 
+    /// Tokens per pass through the layers: a larger batch is run as consecutive slices of whole sequences, so
+    /// each slice's activations (gate and up alone are 12 KiB a token here) stay in the caches between the ops
+    /// of a layer. A sequence is never split: one with more new tokens than this is a slice of its own.
+    public static let sliceTokens = 1024
+
     /// Runs the batch: writes its keys and values into `cache` and returns the logits of `batch.logitRows`,
-    /// `[logitRows.count × vocabSize]`.
-    public func forward(_ batch: ForwardBatch, cache: KVCacheStorage, pool: ThreadPool) -> [Float] {
+    /// `[logitRows.count × vocabSize]`. Sequences are independent (attention reads only a sequence's own
+    /// cache), so slicing the batch changes no arithmetic: every result is the same as in one pass.
+    public func forward(_ batch: ForwardBatch, cache: KVCacheStorage, pool: ThreadPool,
+                        sliceTokens: Int = LlamaModel.sliceTokens) -> [Float] {
+        let slices = ForwardBatch.slices(of: batch, maxTokens: sliceTokens)
+        if slices.count == 1 { return forwardSlice(batch, cache: cache, pool: pool) }
+        let vocab = config.vocabSize
+        var logits = [Float](repeating: 0, count: batch.logitRows.count * vocab)
+        for slice in slices {
+            let part = forwardSlice(slice.batch, cache: cache, pool: pool)
+            for (i, outRow) in slice.outputRows.enumerated() {
+                logits.withUnsafeMutableBufferPointer { out in
+                    part.withUnsafeBufferPointer { src in
+                        (out.baseAddress! + outRow * vocab).update(from: src.baseAddress! + i * vocab, count: vocab)
+                    }
+                }
+            }
+        }
+        return logits
+    }
+
+    private func forwardSlice(_ batch: ForwardBatch, cache: KVCacheStorage, pool: ThreadPool) -> [Float] {
         let c = config
         let n = batch.tokens.count
         let h = c.hiddenSize, qDim = c.headCount * c.headDim, kvDim = c.kvHeadCount * c.headDim
@@ -350,7 +425,7 @@ public final class LlamaModel: Sendable {
             count = m * c.vocabSize
         }
         mark(.lmHead)
-        if prof { ForwardProfile.endForward(tokens: n) }
+        if prof { ForwardProfile.endForward(tokens: n, decodeOnly: n == batch.sequences.count) }
         return logits
     }
 }
@@ -398,28 +473,43 @@ public func takeForwardProfile() -> String? {
     ForwardProfile.enabled ? ForwardProfile.report() : nil
 }
 
-/// Per-op wall time of `forward`, enabled by `PAGODA_PROFILE=1` (single caller; for benchmarks).
+/// Per-op wall time of `forward`, enabled by `PAGODA_PROFILE=1` (single caller; for benchmarks). Forwards
+/// where every sequence brings one token (pure decode steps) are reported apart from those carrying prompt
+/// tokens, whose cost per forward is of another order.
 enum ForwardProfile {
     enum Op: Int, CaseIterable { case other, norm, qkv, rope, attention, oProj, gateUp, down, lmHead }
     static let enabled = ProcessInfo.processInfo.environment["PAGODA_PROFILE"] == "1"
-    nonisolated(unsafe) static var totals = [UInt64](repeating: 0, count: Op.allCases.count)
-    nonisolated(unsafe) static var forwards = 0
-    nonisolated(unsafe) static var tokens = 0
+    /// Per op, the nanoseconds of the current forward, added to one of the two kinds at its end.
+    nonisolated(unsafe) static var current = [UInt64](repeating: 0, count: Op.allCases.count)
+    nonisolated(unsafe) static var kinds = [Totals(), Totals()]
+
+    struct Totals {
+        var ns = [UInt64](repeating: 0, count: Op.allCases.count)
+        var forwards = 0
+        var tokens = 0
+    }
 
     @inline(__always) static func now() -> UInt64 { DispatchTime.now().uptimeNanoseconds }
-    static func add(_ op: Op, _ ns: UInt64) { totals[op.rawValue] += ns }
-    static func endForward(tokens n: Int) { forwards += 1; tokens += n }
+    static func add(_ op: Op, _ ns: UInt64) { current[op.rawValue] += ns }
+    static func endForward(tokens n: Int, decodeOnly: Bool) {
+        let k = decodeOnly ? 0 : 1
+        for i in current.indices { kinds[k].ns[i] += current[i] }
+        kinds[k].forwards += 1
+        kinds[k].tokens += n
+        current = [UInt64](repeating: 0, count: Op.allCases.count)
+    }
 
-    /// A one-line summary (ms per forward for each op), and resets the counters.
+    /// One line per kind of forward seen (ms per forward for each op), and resets the counters.
     public static func report() -> String {
-        let f = max(1, forwards)
-        let parts = Op.allCases.map { String(format: "%@ %.3f", "\($0)", Double(totals[$0.rawValue]) / 1e6 / Double(f)) }
-        let total = Double(totals.reduce(0, +)) / 1e6 / Double(f)
-        let line = "profile (ms per forward, \(forwards) forwards, \(tokens) tokens): " + parts.joined(separator: ", ")
-            + String(format: ", total %.3f", total)
-        totals = [UInt64](repeating: 0, count: Op.allCases.count)
-        forwards = 0
-        tokens = 0
-        return line
+        let lines = zip(["decode", "prefill"], kinds).compactMap { name, t -> String? in
+            if t.forwards == 0 { return nil }
+            let f = Double(t.forwards)
+            let parts = Op.allCases.map { String(format: "%@ %.3f", "\($0)", Double(t.ns[$0.rawValue]) / 1e6 / f) }
+            let total = Double(t.ns.reduce(0, +)) / 1e6 / f
+            return "profile \(name) (ms per forward, \(t.forwards) forwards, \(t.tokens) tokens): "
+                + parts.joined(separator: ", ") + String(format: ", total %.3f", total)
+        }
+        kinds = [Totals(), Totals()]
+        return lines.joined(separator: "\n")
     }
 }

@@ -80,7 +80,7 @@ final class QuantizedMatrixTests: XCTestCase {
         var seed: UInt64 = 1
         for t in [DType.q4_0, .q4_1, .q8_0, .q5_0, .q5_1] {
             for (rows, cols) in [(1, 32), (3, 96), (7, 576), (33, 64), (16, 1536), (40, 160)] {
-                for tokens in [1, 2, 3, 5, 17, 64] where rows * cols * tokens <= 1_600_000 {
+                for tokens in [1, 2, 3, 5, 13, 17, 64] where rows * cols * tokens <= 1_600_000 {
                     seed += 1
                     try check(t, rows: rows, cols: cols, tokens: tokens, seed: seed, withBias: tokens == 3)
                 }
