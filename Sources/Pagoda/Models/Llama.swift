@@ -279,11 +279,7 @@ public final class LlamaModel: Sendable {
         for slice in slices {
             let part = forwardSlice(slice.batch, cache: cache, pool: pool)
             for (i, outRow) in slice.outputRows.enumerated() {
-                logits.withUnsafeMutableBufferPointer { out in
-                    part.withUnsafeBufferPointer { src in
-                        (out.baseAddress! + outRow * vocab).update(from: src.baseAddress! + i * vocab, count: vocab)
-                    }
-                }
+                logits.replaceSubrange(outRow * vocab..<(outRow + 1) * vocab, with: part[i * vocab..<(i + 1) * vocab])
             }
         }
         return logits
