@@ -11,24 +11,121 @@
 #endif
 
 // ---------------------------------------------------------------------------------------------------------
-// Activation quantization: x ≈ dx·q, q = rint(x·127/amax) ∈ [-127, 127].
+// Activation quantization: x ≈ dx·q, q = rint(x·127/amax) ∈ [-127, 127], after each row's PAGODA_Q_OUTLIERS
+// largest magnitudes are taken out (kept exact, counted as 0 in their blocks).
+
+#define NOUT PAGODA_Q_OUTLIERS
 
 static int detected_isa(void);
 int pagoda_q_isa(void);
 
+/// Whether magnitude a at column ia ranks before magnitude b at column ib: larger first, then the lower column.
+static inline int outranks(float a, int64_t ia, float b, int64_t ib) { return a > b || (a == b && ia < ib); }
+
+/// Inserts (v, i) into the ranked list (vs, is) of at most NOUT entries holding *n.
+static inline void rank_insert(float v, int64_t i, float *vs, int64_t *is, int *n) {
+    if (*n == NOUT && !outranks(v, i, vs[NOUT - 1], is[NOUT - 1])) return;
+    int k = *n < NOUT ? (*n)++ : NOUT - 1;
+    while (k > 0 && outranks(v, i, vs[k - 1], is[k - 1])) {
+        vs[k] = vs[k - 1];
+        is[k] = is[k - 1];
+        k--;
+    }
+    vs[k] = v;
+    is[k] = i;
+}
+
+/// The row's outliers (see pagoda_quantize_q8) from its blocks' magnitude maxima `bmax`: each of them lies in one
+/// of the NOUT blocks that rank first by their maxima (ties to the lower block), so only those are searched.
+static void select_outliers(const float *x, int64_t nb, const float *bmax, int32_t *oi, float *ov) {
+    float bv[NOUT], ev[NOUT];
+    int64_t bi[NOUT], ei[NOUT];
+    int nbk = 0, ne = 0;
+    for (int64_t b = 0; b < nb; b++) rank_insert(bmax[b], b, bv, bi, &nbk);
+    for (int c = 0; c < nbk; c++)
+        for (int64_t j = bi[c] * 32; j < bi[c] * 32 + 32; j++) rank_insert(fabsf(x[j]), j, ev, ei, &ne);
+    for (int k = 0; k < NOUT; k++) {
+        oi[k] = (int32_t)ei[k];
+        ov[k] = x[ei[k]];
+    }
+}
+
+/// The outliers of block b as a bit per column.
+static inline uint32_t outlier_mask(const int32_t *oi, int64_t b) {
+    uint32_t om = 0;
+    for (int k = 0; k < NOUT; k++)
+        if (oi[k] >> 5 == b) om |= 1u << (oi[k] & 31);
+    return om;
+}
+
+
 #ifdef PQ_X86
+/// `select_outliers` with vectors: the candidate blocks ranked the same way, then NOUT times the remaining
+/// element that ranks first (a block's largest remaining magnitude at its lowest column), which is the same list.
+__attribute__((target("avx512f,avx512bw,avx512vl"))) static inline void
+select_outliers512(const float *x, int64_t nb, const float *bmax, int32_t *oi, float *ov) {
+    float bv[NOUT];
+    int64_t bi[NOUT];
+    int nbk = 0;
+    for (int64_t b = 0; b < nb; b++) rank_insert(bmax[b], b, bv, bi, &nbk);
+    __m512 lo[NOUT], hi[NOUT];
+    uint32_t taken[NOUT];
+    for (int c = 0; c < nbk; c++) {
+        lo[c] = _mm512_abs_ps(_mm512_loadu_ps(x + bi[c] * 32));
+        hi[c] = _mm512_abs_ps(_mm512_loadu_ps(x + bi[c] * 32 + 16));
+        taken[c] = 0;
+    }
+    for (int k = 0; k < NOUT; k++) {
+        float best = 0.0f;
+        int64_t col = -1;
+        int from = 0;
+        for (int c = 0; c < nbk; c++) {
+            const __m512 a = _mm512_maskz_mov_ps((__mmask16)~taken[c], lo[c]);
+            const __m512 h = _mm512_maskz_mov_ps((__mmask16)~(taken[c] >> 16), hi[c]);
+            const float m = _mm512_reduce_max_ps(_mm512_max_ps(a, h));
+            const __m512 mv = _mm512_set1_ps(m);
+            const uint32_t eq = ((uint32_t)_mm512_cmpeq_ps_mask(a, mv) | (uint32_t)_mm512_cmpeq_ps_mask(h, mv) << 16) & ~taken[c];
+            if (!eq) continue;  // only with NaN
+            const int64_t j = bi[c] * 32 + __builtin_ctz(eq);
+            if (col < 0 || outranks(m, j, best, col)) {
+                best = m;
+                col = j;
+                from = c;
+            }
+        }
+        if (col < 0) col = bi[0] * 32;  // only with NaN
+        taken[from] |= 1u << (col & 31);
+        oi[k] = (int32_t)col;
+        ov[k] = x[col];
+    }
+}
+
 /// The same arithmetic as the scalar loop below, 32 values in two vectors (max and rounding are exact).
 __attribute__((target("avx512f,avx512bw,avx512vl"))) __attribute__((noinline))
 static void quantize_q8_512(const float *x, int64_t tokens, int64_t cols, int8_t *q, float *dx, int32_t *sx, float *dxs,
-                            int32_t *sxh) {
+                            int32_t *sxh, int32_t *oi, float *ov) {
     const int64_t nb = cols / 32;
     const __m512 lim = _mm512_set1_ps(127.0f), nlim = _mm512_set1_ps(-127.0f);
+    float bmax[PAGODA_Q_MAX_COLS / 32];
     for (int64_t t = 0; t < tokens; t++) {
+        const float *xr = x + t * cols;
         for (int64_t b = 0; b < nb; b++) {
-            const float *xb = x + t * cols + b * 32;
+            const __m512 a = _mm512_loadu_ps(xr + b * 32), c = _mm512_loadu_ps(xr + b * 32 + 16);
+            bmax[b] = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(a), _mm512_abs_ps(c)));
+        }
+        int32_t *oir = oi + t * NOUT;
+        select_outliers512(xr, nb, bmax, oir, ov + t * NOUT);
+        for (int64_t b = 0; b < nb; b++) {
+            const float *xb = xr + b * 32;
             int8_t *qb = q + t * cols + b * 32;
-            const __m512 a = _mm512_loadu_ps(xb), c = _mm512_loadu_ps(xb + 16);
-            const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(a), _mm512_abs_ps(c)));
+            __m512 a = _mm512_loadu_ps(xb), c = _mm512_loadu_ps(xb + 16);
+            float amax = bmax[b];
+            const uint32_t om = outlier_mask(oir, b);
+            if (om) {
+                a = _mm512_maskz_mov_ps((__mmask16)~om, a);
+                c = _mm512_maskz_mov_ps((__mmask16)~(om >> 16), c);
+                amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(a), _mm512_abs_ps(c)));
+            }
             const float d = amax / 127.0f;
             const float id = amax > 0.0f ? 127.0f / amax : 0.0f;
             const __m512 iv = _mm512_set1_ps(id);
@@ -51,17 +148,30 @@ static void quantize_q8_512(const float *x, int64_t tokens, int64_t cols, int8_t
 #endif
 
 void pagoda_quantize_q8(const float *x, int64_t tokens, int64_t cols, int8_t *q, float *dx, int32_t *sx, float *dxs,
-                        int32_t *sxh) {
+                        int32_t *sxh, int32_t *oi, float *ov) {
 #ifdef PQ_X86
     if (pagoda_q_isa() == 2) {
-        quantize_q8_512(x, tokens, cols, q, dx, sx, dxs, sxh);
+        quantize_q8_512(x, tokens, cols, q, dx, sx, dxs, sxh, oi, ov);
         return;
     }
 #endif
     const int64_t nb = cols / 32;
+    float bmax[PAGODA_Q_MAX_COLS / 32];
     for (int64_t t = 0; t < tokens; t++) {
+        const float *xr = x + t * cols;
         for (int64_t b = 0; b < nb; b++) {
-            const float *xb = x + t * cols + b * 32;
+            float amax = 0.0f;
+            for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(xr[b * 32 + j]));
+            bmax[b] = amax;
+        }
+        int32_t *oir = oi + t * NOUT;
+        select_outliers(xr, nb, bmax, oir, ov + t * NOUT);
+        for (int64_t b = 0; b < nb; b++) {
+            float xb[32];
+            memcpy(xb, xr + b * 32, sizeof xb);
+            const uint32_t om = outlier_mask(oir, b);
+            for (int j = 0; j < 32; j++)
+                if (om >> j & 1) xb[j] = 0.0f;
             int8_t *qb = q + t * cols + b * 32;
             float amax = 0.0f;
             for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(xb[j]));
@@ -120,11 +230,43 @@ static inline float scale_at(const uint8_t *p, int half, int i) {
     return f;
 }
 
+/// The weight of row i of a group (at gbase) in column c, as the outlier correction computes it (see the header):
+/// (float)(u − offset)·d, plus m when the type has a min.
+static inline float qweight(const pagoda_qmat *m, const uint8_t *gbase, int i, int64_t c) {
+    const int64_t b = c / 32;
+    const int e = (int)(c % 32), k = e / 4, j = e % 4;
+    const uint8_t *blk = gbase + b * m->block_bytes;
+    const uint8_t *w = blk + codes_offset(m);
+    int32_t u;
+    if (m->nibble) {
+        const uint8_t v = w[(k & 3) * 64 + i * 4 + j];
+        u = k < 4 ? v & 15 : v >> 4;
+        for (int p = 0; p < m->high_bits; p++) {
+            const int bit = i * 4 + j;
+            u |= ((w[256 + 64 * p + 8 * k + bit / 8] >> (bit % 8)) & 1) << (4 + p);
+        }
+    } else {
+        u = w[k * 64 + i * 4 + j];
+    }
+    const float d = scale_at(m->split && e >= 16 ? blk + scales_bytes(m) : blk, m->half_scales, i);
+    float wv = (float)(u - m->offset) * d;
+    if (m->has_min) wv = wv + scale_at(blk + scales_bytes(m), m->half_scales, i);
+    return wv;
+}
+
+/// acc[i] (rows of group at gbase) += the token's exact outliers times their weights, in order.
+static inline void outlier_correction(const pagoda_qmat *m, const uint8_t *gbase, const int32_t *oi, const float *ov,
+                                      float *acc) {
+    for (int k = 0; k < NOUT; k++)
+        for (int i = 0; i < PAGODA_Q_ROWS; i++) acc[i] = fmaf(ov[k], qweight(m, gbase, i, oi[k]), acc[i]);
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // Scalar reference path.
 
 static void qgemm_scalar(const pagoda_qmat *m, const int8_t *q, const float *dx, const int32_t *sx, const float *dxs,
-                         const int32_t *sxh, int64_t tokens, float *y, int64_t ldy, int64_t g0, int64_t g1, const float *bias) {
+                         const int32_t *sxh, const int32_t *oi, const float *ov, int64_t tokens, float *y, int64_t ldy,
+                         int64_t g0, int64_t g1, const float *bias) {
     const int64_t nb = m->blocks, cols = m->cols;
     const int64_t wofs = codes_offset(m), sbytes = scales_bytes(m);
     const int half = m->half_scales;
@@ -166,6 +308,7 @@ static void qgemm_scalar(const pagoda_qmat *m, const int8_t *q, const float *dx,
                     if (m->has_min) acc[i] = fmaf(scale_at(blk + sbytes, half, i), dxs[t * nb + b], acc[i]);
                 }
             }
+            outlier_correction(m, gbase, oi + t * NOUT, ov + t * NOUT, acc);
             for (int i = 0; i < PAGODA_Q_ROWS; i++) {
                 const int64_t r = g * PAGODA_Q_ROWS + i;
                 if (r < m->rows) y[t * ldy + r] = bias ? acc[i] + bias[r] : acc[i];
@@ -212,8 +355,61 @@ T512 INL void unpack512(const uint8_t *wp, const int HB, __m512i w[8]) {
     }
 }
 
+/// Numbers the distinct outlier columns of `tokens` tokens (at most PAGODA_Q_TOKEN_CHUNK): uniq[slot[i]] is
+/// oi[i]. Real activations put most tokens' outliers in a few channels, so each group dequantizes those once.
+static int outlier_slots(const int32_t *oi, int64_t tokens, int16_t *slot, int32_t *uniq) {
+    enum { H = 1024 };  // open addressing, at most 256 keys
+    _Static_assert(PAGODA_Q_TOKEN_CHUNK * NOUT <= H / 2 && PAGODA_Q_TOKEN_CHUNK * NOUT <= 32767, "outlier slots");
+    int32_t key[H];
+    int16_t val[H];
+    for (int i = 0; i < H; i++) key[i] = -1;
+    int nu = 0;
+    for (int64_t i = 0; i < tokens * NOUT; i++) {
+        const int32_t c = oi[i];
+        uint32_t h = ((uint32_t)c * 2654435761u) >> 22;
+        while (key[h] != -1 && key[h] != c) h = (h + 1) & (H - 1);
+        if (key[h] == -1) {
+            key[h] = c;
+            val[h] = (int16_t)nu;
+            uniq[nu++] = c;
+        }
+        slot[i] = val[h];
+    }
+    return nu;
+}
+
+/// The weights of a group's 16 rows in column c, as `qweight` computes each.
+T512 __attribute__((target("bmi2"))) INL __m512 qcolumn512(const uint8_t *gbase, int64_t bb, int64_t c, int32_t off,
+                                                         const int NIB, const int MIN, const int HALF, const int SPLIT,
+                                                         const int HB) {
+    const int64_t sbytes = HALF ? 32 : 64, wofs = MIN || SPLIT ? 2 * sbytes : sbytes;
+    const int e = (int)(c % 32), k = e / 4, j = e % 4;
+    const uint8_t *blk = gbase + (c / 32) * bb;
+    const uint8_t *wp = blk + wofs;
+    __m512i u;
+    if (NIB) {
+        const __m512i v = _mm512_loadu_si512((const void *)(wp + 64 * (k & 3)));
+        u = _mm512_and_si512(_mm512_srl_epi32(v, _mm_cvtsi32_si128(8 * j + (k >= 4 ? 4 : 0))), _mm512_set1_epi32(15));
+        for (int p = 0; p < HB; p++) {
+            uint64_t bits;
+            memcpy(&bits, wp + 256 + 64 * p + 8 * k, 8);
+            // Bit 4i + j of the word is row i's.
+            const __mmask16 hm = (__mmask16)_pext_u64(bits >> j, 0x1111111111111111ULL);
+            u = _mm512_mask_add_epi32(u, hm, u, _mm512_set1_epi32(16 << p));
+        }
+    } else {
+        const __m512i v = _mm512_loadu_si512((const void *)(wp + 64 * k));
+        u = _mm512_and_si512(_mm512_srl_epi32(v, _mm_cvtsi32_si128(8 * j)), _mm512_set1_epi32(255));
+    }
+    const __m512 d = scales512(SPLIT && e >= 16 ? blk + sbytes : blk, HALF);
+    __m512 w = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(u, _mm512_set1_epi32(off))), d);
+    if (MIN) w = _mm512_add_ps(w, scales512(blk + sbytes, HALF));
+    return w;
+}
+
 T512 INL void tile512(const pagoda_qmat *m, const uint8_t *gbase, const uint8_t *pf, const uint8_t *pre, const int8_t *q, const float *dx, const int32_t *sx,
-                      const float *dxs, const int32_t *sxh, int64_t t0, const int NT, const int NIB, const int MIN,
+                      const float *dxs, const int32_t *sxh, const int16_t *slot, const float *wcol, const float *ov,
+                      int64_t t0, const int NT, const int NIB, const int MIN,
                       const int HALF, const int SPLIT, const int HB, float *y, int64_t ldy, int64_t g, const float *bias,
                       int64_t b0, int64_t b1) {
     const int64_t nb = m->blocks, cols = m->cols, bb = m->block_bytes;
@@ -274,6 +470,14 @@ T512 INL void tile512(const pagoda_qmat *m, const uint8_t *gbase, const uint8_t 
         }
     }
     const int last = b1 == nb;
+    if (last) {
+        for (int n = 0; n < NT; n++) {
+            const int16_t *st = slot + (t0 + n) * NOUT;
+            const float *ovt = ov + (t0 + n) * NOUT;
+            for (int k = 0; k < NOUT; k++)
+                acc[n] = _mm512_fmadd_ps(_mm512_set1_ps(ovt[k]), _mm512_load_ps(wcol + 16 * st[k]), acc[n]);
+        }
+    }
     __m512 bv = _mm512_setzero_ps();
     if (bias && last) bv = _mm512_maskz_loadu_ps(mask, bias + r0);
     for (int n = 0; n < NT; n++) {
@@ -294,17 +498,25 @@ static inline int64_t qcolumn_blocks(const pagoda_qmat *m, int64_t tokens) {
 #define PRE_BLOCKS 24
 #define DEF512(NAME, NIB, MIN, HALF, SPLIT, HB) \
     T512 __attribute__((noinline)) static void NAME(const pagoda_qmat *m, const int8_t *q, const float *dx, \
-        const int32_t *sx, const float *dxs, const int32_t *sxh, int64_t tokens, float *y, int64_t ldy, int64_t g0, \
+        const int32_t *sx, const float *dxs, const int32_t *sxh, const int32_t *oi, const float *ov, int64_t tokens, \
+        float *y, int64_t ldy, int64_t g0, \
         int64_t g1, const float *bias) { \
         /* With bit planes, a batch unpacks each block once into bytes (at most PRE_BLOCKS of them, 12 KiB, */ \
         /* in L1) and every token tile reads those; one token (decode) unpacks as it streams. Plain nibbles */ \
         /* are cheaper to unpack in every tile than to store and reload (measured 7-10% at 16 tokens). */ \
         const int pre = NIB && HB && tokens > 4; \
         _Alignas(64) uint8_t wbuf[PRE_BLOCKS * 512]; \
+        /* The distinct outlier columns of the tokens, and each group's weights in them (see tile512). */ \
+        int16_t slot[PAGODA_Q_TOKEN_CHUNK * NOUT]; \
+        int32_t uniq[PAGODA_Q_TOKEN_CHUNK * NOUT]; \
+        _Alignas(64) float wcol[PAGODA_Q_TOKEN_CHUNK * NOUT * 16]; \
+        const int nu = outlier_slots(oi, tokens, slot, uniq); \
         const int64_t kc = pre ? PRE_BLOCKS : qcolumn_blocks(m, tokens); \
         for (int64_t g = g0; g < g1; g++) { \
             const uint8_t *gbase = m->data + g * m->blocks * m->block_bytes; \
             const uint8_t *pf = tokens > 4 && g + 1 < g1 ? gbase + m->blocks * m->block_bytes : 0; \
+            for (int u = 0; u < nu; u++) \
+                _mm512_store_ps(wcol + 16 * u, qcolumn512(gbase, m->block_bytes, uniq[u], m->offset, NIB, MIN, HALF, SPLIT, HB)); \
             for (int64_t b0 = 0; b0 < m->blocks; b0 += kc) { \
                 const int64_t b1 = b0 + kc < m->blocks ? b0 + kc : m->blocks; \
                 if (pre) { \
@@ -315,8 +527,8 @@ static inline int64_t qcolumn_blocks(const pagoda_qmat *m, int64_t tokens) {
                     } \
                 } \
                 int64_t t = 0; \
-                for (; t + 4 <= tokens; t += 4) tile512(m, gbase, t == 0 ? pf : 0, pre ? wbuf : 0, q, dx, sx, dxs, sxh, t, 4, NIB, MIN, HALF, SPLIT, HB, y, ldy, g, bias, b0, b1); \
-                for (; t < tokens; t++) tile512(m, gbase, 0, pre ? wbuf : 0, q, dx, sx, dxs, sxh, t, 1, NIB, MIN, HALF, SPLIT, HB, y, ldy, g, bias, b0, b1); \
+                for (; t + 4 <= tokens; t += 4) tile512(m, gbase, t == 0 ? pf : 0, pre ? wbuf : 0, q, dx, sx, dxs, sxh, slot, wcol, ov, t, 4, NIB, MIN, HALF, SPLIT, HB, y, ldy, g, bias, b0, b1); \
+                for (; t < tokens; t++) tile512(m, gbase, 0, pre ? wbuf : 0, q, dx, sx, dxs, sxh, slot, wcol, ov, t, 1, NIB, MIN, HALF, SPLIT, HB, y, ldy, g, bias, b0, b1); \
             } \
         } \
     }
@@ -361,7 +573,8 @@ T256 INL __m256i bits_to_bytes256(uint32_t v) {
 }
 
 T256 INL void tile256(const pagoda_qmat *m, const uint8_t *gbase, const int8_t *q, const float *dx, const int32_t *sx,
-                      const float *dxs, const int32_t *sxh, int64_t t, const int NIB, const int MIN, const int WIDE,
+                      const float *dxs, const int32_t *sxh, const int32_t *oi, const float *ov, int64_t t,
+                      const int NIB, const int MIN, const int WIDE,
                       const int HALF, const int SPLIT, const int HB, float *y, int64_t ldy, int64_t g,
                       const float *bias) {
     const int64_t nb = m->blocks, cols = m->cols, bb = m->block_bytes;
@@ -434,6 +647,7 @@ T256 INL void tile256(const pagoda_qmat *m, const uint8_t *gbase, const int8_t *
     float out[16];
     _mm256_storeu_ps(out, acc0);
     _mm256_storeu_ps(out + 8, acc1);
+    outlier_correction(m, gbase, oi + t * NOUT, ov + t * NOUT, out);
     for (int i = 0; i < PAGODA_Q_ROWS; i++) {
         const int64_t r = g * PAGODA_Q_ROWS + i;
         if (r < m->rows) y[t * ldy + r] = bias ? out[i] + bias[r] : out[i];
@@ -442,12 +656,13 @@ T256 INL void tile256(const pagoda_qmat *m, const uint8_t *gbase, const int8_t *
 
 #define DEF256(NAME, NIB, MIN, WIDE, HALF, SPLIT, HB) \
     T256 __attribute__((noinline)) static void NAME(const pagoda_qmat *m, const int8_t *q, const float *dx, \
-        const int32_t *sx, const float *dxs, const int32_t *sxh, int64_t tokens, float *y, int64_t ldy, int64_t g0, \
+        const int32_t *sx, const float *dxs, const int32_t *sxh, const int32_t *oi, const float *ov, int64_t tokens, \
+        float *y, int64_t ldy, int64_t g0, \
         int64_t g1, const float *bias) { \
         for (int64_t g = g0; g < g1; g++) { \
             const uint8_t *gbase = m->data + g * m->blocks * m->block_bytes; \
             for (int64_t t = 0; t < tokens; t++) \
-                tile256(m, gbase, q, dx, sx, dxs, sxh, t, NIB, MIN, WIDE, HALF, SPLIT, HB, y, ldy, g, bias); \
+                tile256(m, gbase, q, dx, sx, dxs, sxh, oi, ov, t, NIB, MIN, WIDE, HALF, SPLIT, HB, y, ldy, g, bias); \
         } \
     }
 DEF256(qgemm256_bw, 0, 0, 1, 1, 0, 0)        // Q8_0
@@ -485,27 +700,32 @@ int pagoda_q_isa(void) {
 void pagoda_q_force_isa(int isa) { q_forced = isa; }
 
 static void qgemm_chunk(const pagoda_qmat *m, const int8_t *q, const float *dx, const int32_t *sx, const float *dxs,
-                        const int32_t *sxh, int64_t tokens, float *y, int64_t ldy, int64_t g0, int64_t g1,
+                        const int32_t *sxh, const int32_t *oi, const float *ov, int64_t tokens, float *y, int64_t ldy,
+                        int64_t g0, int64_t g1,
                         const float *bias);
 
 void pagoda_qgemm(const pagoda_qmat *m, const int8_t *q, const float *dx, const int32_t *sx, const float *dxs,
-                  const int32_t *sxh, int64_t tokens, float *y, int64_t ldy, int64_t g0, int64_t g1, const float *bias) {
+                  const int32_t *sxh, const int32_t *oi, const float *ov, int64_t tokens, float *y, int64_t ldy,
+                  int64_t g0, int64_t g1, const float *bias) {
     const int64_t nb = m->blocks;
     for (int64_t t = 0; t < tokens; t += PAGODA_Q_TOKEN_CHUNK) {
         const int64_t n = tokens - t < PAGODA_Q_TOKEN_CHUNK ? tokens - t : PAGODA_Q_TOKEN_CHUNK;
-        qgemm_chunk(m, q + t * m->cols, dx + t * nb, sx + t * nb, dxs + t * nb, sxh + t * nb, n, y + t * ldy, ldy,
+        qgemm_chunk(m, q + t * m->cols, dx + t * nb, sx + t * nb, dxs + t * nb, sxh + t * nb, oi + t * NOUT,
+                    ov + t * NOUT, n, y + t * ldy, ldy,
                     g0, g1, bias);
     }
 }
 
 static void qgemm_chunk(const pagoda_qmat *m, const int8_t *q, const float *dx, const int32_t *sx, const float *dxs,
-                        const int32_t *sxh, int64_t tokens, float *y, int64_t ldy, int64_t g0, int64_t g1,
+                        const int32_t *sxh, const int32_t *oi, const float *ov, int64_t tokens, float *y, int64_t ldy,
+                        int64_t g0, int64_t g1,
                         const float *bias) {
     const int isa = pagoda_q_isa();
 #ifdef PQ_X86
     // Every layout QuantizedMatrix makes has a vector kernel; anything else takes the scalar path.
     typedef void (*qkernel)(const pagoda_qmat *, const int8_t *, const float *, const int32_t *, const float *,
-                            const int32_t *, int64_t, float *, int64_t, int64_t, int64_t, const float *);
+                            const int32_t *, const int32_t *, const float *, int64_t, float *, int64_t, int64_t,
+                            int64_t, const float *);
     qkernel k512 = 0, k256 = 0;
     const int nib = m->nibble, mn = m->has_min, hs = m->half_scales, sp = m->split, hb = m->high_bits;
     if (!nib && !mn && hs && !sp && !hb && m->offset == 128) { k512 = qgemm512_b; k256 = qgemm256_bw; }
@@ -516,11 +736,11 @@ static void qgemm_chunk(const pagoda_qmat *m, const int8_t *q, const float *dx, 
     else if (nib && !sp && hb == 1 && mn && hs) { k512 = qgemm512_nm5; k256 = qgemm256_nm5; }
     else if (nib && !sp && hb == 1 && mn && !hs) { k512 = qgemm512_nm5_f32; k256 = qgemm256_nm5_f32; }
     else if (nib && sp && hb == 2 && !mn && !hs) { k512 = qgemm512_ns6_f32; k256 = qgemm256_ns6_f32; }
-    if (isa == 2 && k512) { k512(m, q, dx, sx, dxs, sxh, tokens, y, ldy, g0, g1, bias); return; }
-    if (isa == 1 && k256) { k256(m, q, dx, sx, dxs, sxh, tokens, y, ldy, g0, g1, bias); return; }
+    if (isa == 2 && k512) { k512(m, q, dx, sx, dxs, sxh, oi, ov, tokens, y, ldy, g0, g1, bias); return; }
+    if (isa == 1 && k256) { k256(m, q, dx, sx, dxs, sxh, oi, ov, tokens, y, ldy, g0, g1, bias); return; }
 #endif
     (void)isa;
-    qgemm_scalar(m, q, dx, sx, dxs, sxh, tokens, y, ldy, g0, g1, bias);
+    qgemm_scalar(m, q, dx, sx, dxs, sxh, oi, ov, tokens, y, ldy, g0, g1, bias);
 }
 
 // ---------------------------------------------------------------------------------------------------------

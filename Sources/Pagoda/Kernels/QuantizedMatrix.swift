@@ -5,7 +5,8 @@ import PagodaKernelsC
 // AVX-512 lane accumulates one row: no horizontal sums, and every token follows the same float operations
 // whatever the batch (batch invariance).
 
-/// Activations quantized to int8 blocks of 32, reusable across the matrices that share an input.
+/// Activations quantized to int8 blocks of 32, reusable across the matrices that share an input. Each row's
+/// `outliersPerRow` largest magnitudes are kept exact (their columns and values) and count as 0 in their blocks.
 public final class QuantizedActivations: @unchecked Sendable {
     public private(set) var tokens = 0
     public private(set) var cols = 0
@@ -16,13 +17,22 @@ public final class QuantizedActivations: @unchecked Sendable {
     private(set) var dxs: UnsafeMutablePointer<Float>
     /// Σq over the first 16 values of each block (for weights with a scale per 16 columns).
     private(set) var sxh: UnsafeMutablePointer<Int32>
+    /// Columns and values of each row's exact outliers, `outliersPerRow` per row, largest magnitude first.
+    private(set) var outlierColumns: UnsafeMutablePointer<Int32>
+    private(set) var outlierValues: UnsafeMutablePointer<Float>
+    public static let outliersPerRow = Int(PAGODA_Q_OUTLIERS)
+    private var rowCapacity = 0
 
     public init() {
         q = .allocate(capacity: 1); dx = .allocate(capacity: 1); sx = .allocate(capacity: 1); dxs = .allocate(capacity: 1)
         sxh = .allocate(capacity: 1)
+        outlierColumns = .allocate(capacity: 1); outlierValues = .allocate(capacity: 1)
     }
 
-    deinit { q.deallocate(); dx.deallocate(); sx.deallocate(); dxs.deallocate(); sxh.deallocate() }
+    deinit {
+        q.deallocate(); dx.deallocate(); sx.deallocate(); dxs.deallocate(); sxh.deallocate()
+        outlierColumns.deallocate(); outlierValues.deallocate()
+    }
 
     /// Token count from which quantizing is split over the threads (fewer are done by the caller alone).
     static let parallelTokens = 8
@@ -40,6 +50,14 @@ public final class QuantizedActivations: @unchecked Sendable {
     /// Sizes the buffers for `tokens × cols` (cols a multiple of 32), to be filled by `quantizeRows`.
     func prepare(tokens: Int, cols: Int) {
         precondition(cols % 32 == 0, "quantized activations need a multiple of 32 columns")
+        precondition(cols <= Int(PAGODA_Q_MAX_COLS), "quantized activations of \(cols) columns: at most \(PAGODA_Q_MAX_COLS)")
+        if tokens > rowCapacity {
+            let cap = max(tokens, rowCapacity * 2)
+            outlierColumns.deallocate(); outlierValues.deallocate()
+            outlierColumns = .allocate(capacity: cap * Self.outliersPerRow)
+            outlierValues = .allocate(capacity: cap * Self.outliersPerRow)
+            rowCapacity = cap
+        }
         let n = tokens * cols
         if n > capacity {
             let cap = max(n, capacity * 2)
@@ -57,8 +75,9 @@ public final class QuantizedActivations: @unchecked Sendable {
     /// be filled from different threads.
     func quantizeRows(_ x: UnsafePointer<Float>, rows: Range<Int>) {
         let nb = cols / 32, t = rows.lowerBound
+        let k = Self.outliersPerRow
         pagoda_quantize_q8(x, Int64(rows.count), Int64(cols), q + t * cols, dx + t * nb, sx + t * nb, dxs + t * nb,
-                           sxh + t * nb)
+                           sxh + t * nb, outlierColumns + t * k, outlierValues + t * k)
     }
 }
 
@@ -196,7 +215,7 @@ public final class QuantizedMatrix: @unchecked Sendable {
                                         _ bias: UnsafePointer<Float>?, groups: Range<Int>) {
         if groups.isEmpty { return }
         withUnsafePointer(to: desc) { d in
-            pagoda_qgemm(d, a.q, a.dx, a.sx, a.dxs, a.sxh, Int64(a.tokens), y, Int64(rows),
+            pagoda_qgemm(d, a.q, a.dx, a.sx, a.dxs, a.sxh, a.outlierColumns, a.outlierValues, Int64(a.tokens), y, Int64(rows),
                          Int64(groups.lowerBound), Int64(groups.upperBound), bias)
         }
     }

@@ -44,10 +44,19 @@ static inline void pagoda_prefetch(const void *p, int64_t bytes) {
 //   isum1 = Σ_{first 16} u·q − offset·sxh, isum2 = Σ_{last 16} u·q − offset·(sx − sxh)   (exact int32)
 //   acc   = fma((float)isum1, d·dx, acc)
 //   acc   = fma((float)isum2, d2·dx, acc)
+// then, for each of the token's PAGODA_Q_OUTLIERS exact values (column c, value v, in order):
+//   w    = (float)(u_c − offset)·d_c (+ m_c)  (d_c: the second half's scale for columns 16-31 when split)
+//   acc  = fma(v, w, acc)
 // and y = acc (+ bias). Every code path (scalar, AVX2, AVX-512 VNNI) and every tile shape performs
 // exactly these float operations, so results are bitwise identical and batch invariant.
 
 #define PAGODA_Q_ROWS 16
+/// Values of each activation row kept exact instead of in its int8 blocks: the row's largest magnitudes (ties to
+/// the lower column). An outlier left in its block would set the block's scale and leave its other 31 values a
+/// few levels of resolution; taken out, it is multiplied in fp32 (see above) and counts as 0 in its block.
+#define PAGODA_Q_OUTLIERS 2
+/// The widest activation row (the quantizer keeps a maximum per block of a row on the stack).
+#define PAGODA_Q_MAX_COLS 131072
 /// Tokens per pass over the row groups: a long prompt's int8 activations (8192 × 1536 bytes) would otherwise be
 /// read from DRAM once per 16-row group; 128 tokens' stay in L2. Per-element arithmetic is unchanged.
 #define PAGODA_Q_TOKEN_CHUNK 128
@@ -61,13 +70,16 @@ typedef struct {
     int32_t high_bits;                    // bit planes above the nibbles (Q5_x: 1, Q6_K: 2)
 } pagoda_qmat;
 
-/// Quantizes `tokens` rows of `cols` floats (cols % 32 == 0) into int8 blocks.
+/// Quantizes `tokens` rows of `cols` floats (cols % 32 == 0) into int8 blocks, each row's PAGODA_Q_OUTLIERS
+/// largest magnitudes taken out first: their columns and values go to oi and ov (PAGODA_Q_OUTLIERS per row, by
+/// decreasing magnitude, ties to the lower column) and count as 0 in their blocks.
 void pagoda_quantize_q8(const float *x, int64_t tokens, int64_t cols, int8_t *q, float *dx, int32_t *sx, float *dxs,
-                        int32_t *sxh);
+                        int32_t *sxh, int32_t *oi, float *ov);
 
 /// y[t*ldy + r] for rows of groups [g0, g1) and all tokens.
 void pagoda_qgemm(const pagoda_qmat *m, const int8_t *q, const float *dx, const int32_t *sx, const float *dxs,
-                  const int32_t *sxh, int64_t tokens, float *y, int64_t ldy, int64_t g0, int64_t g1, const float *bias);
+                  const int32_t *sxh, const int32_t *oi, const float *ov, int64_t tokens, float *y, int64_t ldy,
+                  int64_t g0, int64_t g1, const float *bias);
 
 /// The code path in use: 0 scalar, 1 AVX2, 2 AVX-512 VNNI.
 int pagoda_q_isa(void);

@@ -62,7 +62,15 @@ final class QuantizedMatrixTests: XCTestCase {
                         full += wv * Double(x[tk * cols + j])
                         absW += abs(wv)
                     }
-                    bound += absW * dx / 2  // |x − dx·q| ≤ dx/2 per element
+                    bound += absW * dx / 2  // |x − dx·q| ≤ dx/2 per element (0 for the exact outliers)
+                }
+                // The row's exact outliers (counted as 0 in their blocks above).
+                let k = QuantizedActivations.outliersPerRow
+                for o in 0..<k {
+                    let c = Int(a.outlierColumns[tk * k + o]), v = Double(a.outlierValues[tk * k + o])
+                    XCTAssertEqual(a.q[tk * cols + c], 0, "outlier column \(c) is not 0 in its block")
+                    ref += Double(w[r * cols + c]) * v
+                    mag += abs(Double(w[r * cols + c]) * v)
                 }
                 let b = bias.map { Double($0[r]) } ?? 0
                 let got = Double(y[tk * rows + r])
@@ -128,7 +136,8 @@ final class QuantizedMatrixTests: XCTestCase {
         for j in 0..<32 { x[32 + j] = 0 }                              // an all-zero block
         for j in 0..<32 { x[64 + j] = Float(j - 16) * 127 / 16 / 127 }  // exact multiples: ties after scaling
         x[100] = -1e6
-        var outputs: [([Int8], [Float], [Int32], [Float], [Int32])] = []
+        var outputs: [([Int8], [Float], [Int32], [Float], [Int32], [Int32], [Float])] = []
+        let k = QuantizedActivations.outliersPerRow
         for isa in Set([0, detectedISA]).sorted() {
             QuantizedMatrix.forceISA(isa)
             let a = QuantizedActivations()
@@ -138,7 +147,9 @@ final class QuantizedMatrixTests: XCTestCase {
                             Array(UnsafeBufferPointer(start: a.dx, count: nb)),
                             Array(UnsafeBufferPointer(start: a.sx, count: nb)),
                             Array(UnsafeBufferPointer(start: a.dxs, count: nb)),
-                            Array(UnsafeBufferPointer(start: a.sxh, count: nb))))
+                            Array(UnsafeBufferPointer(start: a.sxh, count: nb)),
+                            Array(UnsafeBufferPointer(start: a.outlierColumns, count: tokens * k)),
+                            Array(UnsafeBufferPointer(start: a.outlierValues, count: tokens * k))))
         }
         QuantizedMatrix.forceISA(-1)
         for o in outputs.dropFirst() {
@@ -147,7 +158,27 @@ final class QuantizedMatrixTests: XCTestCase {
             XCTAssertEqual(o.2, outputs[0].2)
             XCTAssertEqual(o.3.map(\.bitPattern), outputs[0].3.map(\.bitPattern))
             XCTAssertEqual(o.4, outputs[0].4)
+            XCTAssertEqual(o.5, outputs[0].5)
+            XCTAssertEqual(o.6.map(\.bitPattern), outputs[0].6.map(\.bitPattern))
         }
+        // Outliers: each row's k largest magnitudes by decreasing magnitude (ties to the lower column), taken
+        // out of their blocks.
+        let (q0, cols0, vals0) = (outputs[0].0, outputs[0].5, outputs[0].6)
+        XCTAssertEqual(cols0[0], 100)
+        XCTAssertEqual(vals0[0], -1e6)
+        for t in 0..<tokens {
+            let row = Array(x[t * cols..<(t + 1) * cols])
+            let ranked = row.indices.sorted { abs(row[$0]) > abs(row[$1]) || (abs(row[$0]) == abs(row[$1]) && $0 < $1) }
+            XCTAssertEqual(cols0[t * k..<(t + 1) * k].map(Int.init), Array(ranked.prefix(k)), "outliers of token \(t)")
+            for c in ranked.prefix(k) { XCTAssertEqual(q0[t * cols + c], 0) }
+            XCTAssertEqual(vals0[t * k..<(t + 1) * k].map(\.bitPattern), ranked.prefix(k).map { row[$0].bitPattern })
+        }
+        // Ties across blocks: equal magnitudes go to the lowest columns.
+        var tie = [Float](repeating: 0.5, count: 128)
+        tie[70] = -2; tie[5] = 2; tie[120] = 2
+        let a = QuantizedActivations()
+        tie.withUnsafeBufferPointer { a.quantize($0.baseAddress!, tokens: 1, cols: 128, pool: pool) }
+        XCTAssertEqual(Array(UnsafeBufferPointer(start: a.outlierColumns, count: k)), Array([5, 70, 120].prefix(k)))
         // Scalar reference semantics: q = round-half-even(x·127/amax), sx = Σq.
         let q = outputs[0].0
         XCTAssertEqual(Array(q[32..<64]), [Int8](repeating: 0, count: 32))
