@@ -54,7 +54,7 @@ func parseDate(_ s: String?) throws -> Date {
 enum KVCacheDtypeArgument: String, ExpressibleByArgument, CaseIterable {
     case auto, f16, f32
 
-    static let help: ArgumentHelp = "KV-cache element type: auto (f32), f16 (half the memory) or f32."
+    static let help: ArgumentHelp = "KV-cache element type: auto (f16 for quantized weights, else f32), f16 (half the memory) or f32 (exact)."
 
     /// nil for `auto`: the engine decides.
     var dtype: KVCacheDType? { self == .auto ? nil : KVCacheDType(rawValue: rawValue) }

@@ -9,7 +9,7 @@ public struct EngineConfig: Sendable {
     public var blockSize = 16
     /// Bytes for the KV cache; nil: a quarter of physical memory, at most 4 GiB.
     public var kvCacheMemoryBytes: Int? = nil
-    /// Element type of the KV cache; nil: `KVCacheDType.automatic`.
+    /// Element type of the KV cache; nil: `KVCacheDType.automatic(for:)` the model.
     public var kvCacheDtype: KVCacheDType? = nil
     /// Overrides kvCacheMemoryBytes when set.
     public var numKVBlocks: Int? = nil
@@ -107,7 +107,7 @@ public final class EngineCore {
         self.loaded = loaded
         self.config = config
         let mc = loaded.config
-        let kvDtype = config.kvCacheDtype ?? .automatic
+        let kvDtype = config.kvCacheDtype ?? .automatic(for: loaded.model)
         let blockBytes = KVCacheStorage.bytesPerBlock(config: mc, blockSize: config.blockSize, dtype: kvDtype)
         let blocks: Int
         if let n = config.numKVBlocks {

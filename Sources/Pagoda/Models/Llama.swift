@@ -199,6 +199,9 @@ public final class LlamaModel: Sendable {
     /// Whether the weights were loaded as fp32 (the reference path) rather than quantized.
     public let fp32Weights: Bool
 
+    /// Whether the layers multiply quantized matrices (by int8 activations) rather than fp32 or 16-bit ones.
+    public var hasQuantizedMatrices: Bool { layers.first?.wq.quantized != nil }
+
     /// `fp32Weights` forces the fp32 reference path for every matrix; by default it is taken from the
     /// environment variable `PAGODA_FP32_WEIGHTS=1`.
     public init(config c: ModelConfig, weights w: WeightStore, fp32Weights: Bool? = nil) throws {

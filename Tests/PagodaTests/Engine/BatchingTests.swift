@@ -35,7 +35,9 @@ final class BatchingTests: XCTestCase {
         var alone16 = EngineFixtures.config(blocks: 256, prefixCaching: false)
         alone16.kvCacheDtype = .f16
         let alone = EngineFixtures.llm(model, alone16)
-        let f32 = EngineFixtures.llm(model, EngineFixtures.config(blocks: 256))
+        var c32 = EngineFixtures.config(blocks: 256)
+        c32.kvCacheDtype = .f32
+        let f32 = EngineFixtures.llm(model, c32)
         XCTAssertEqual(batchedLLM.engine.runner.cache.dtype, .f16)
         XCTAssertEqual(2 * batchedLLM.engine.blockBytes, f32.engine.blockBytes)
         for (i, p) in prompts.enumerated() {

@@ -80,7 +80,7 @@ final class BlockAccountingTests: XCTestCase {
         let core = try EngineCore(loaded: EngineFixtures.tiny, config: EngineFixtures.config(blocks: 100), pool: TestModels.pool)
         let c = EngineFixtures.tiny.config
         let elementBytes = core.runner.cache.dtype.bytes
-        XCTAssertEqual(elementBytes, KVCacheDType.automatic.bytes)
+        XCTAssertEqual(elementBytes, KVCacheDType.automatic(for: EngineFixtures.tiny.model).bytes)
         XCTAssertEqual(core.blockBytes, 2 * c.layerCount * 16 * c.kvHeadCount * c.headDim * elementBytes)
         XCTAssertEqual(core.runner.cache.totalBytes, 100 * core.blockBytes)
         var p = SamplingParams.greedy

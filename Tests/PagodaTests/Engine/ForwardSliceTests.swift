@@ -34,7 +34,7 @@ final class ForwardSliceTests: XCTestCase {
         XCTAssertEqual(ForwardBatch.slices(of: batch, maxTokens: 50).map { $0.batch.tokens.count }, [43, 17, 64, 39])
 
         func run(sliceTokens: Int) -> [Float] {
-            let cache = KVCacheStorage(config: model.config, blockCount: Int(nextBlock), blockSize: bs, dtype: .automatic)
+            let cache = KVCacheStorage(config: model.config, blockCount: Int(nextBlock), blockSize: bs, dtype: .automatic(for: model))
             for (s, ids) in prefixes {
                 _ = model.forward(ForwardBatch(tokens: ids, positions: (0..<Int32(ids.count)).map { $0 }, sequences: [s],
                                                logitRows: []), cache: cache, pool: TestModels.pool)

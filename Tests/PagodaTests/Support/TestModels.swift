@@ -21,7 +21,7 @@ enum TestModels {
     static func logits(_ model: LlamaModel, ids: [Int], rows: [Int]? = nil) -> [[Float]] {
         let bs = 16
         let blocks = (ids.count + bs - 1) / bs
-        let cache = KVCacheStorage(config: model.config, blockCount: max(blocks, 1), blockSize: bs, dtype: .automatic)
+        let cache = KVCacheStorage(config: model.config, blockCount: max(blocks, 1), blockSize: bs, dtype: .automatic(for: model))
         let rows = rows ?? Array(ids.indices)
         let batch = ForwardBatch(
             tokens: ids.map(Int32.init), positions: ids.indices.map(Int32.init),
