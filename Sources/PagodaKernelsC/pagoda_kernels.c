@@ -58,7 +58,6 @@ static inline uint32_t outlier_mask(const int32_t *oi, int64_t b) {
     return om;
 }
 
-
 #ifdef PQ_X86
 /// `select_outliers` with vectors: the candidate blocks ranked the same way, then NOUT times the remaining
 /// element that ranks first (a block's largest remaining magnitude at its lowest column), which is the same list.
@@ -408,8 +407,8 @@ T512 __attribute__((target("bmi2"))) INL __m512 qcolumn512(const uint8_t *gbase,
 }
 
 T512 INL void tile512(const pagoda_qmat *m, const uint8_t *gbase, const uint8_t *pf, const uint8_t *pre, const int8_t *q, const float *dx, const int32_t *sx,
-                      const float *dxs, const int32_t *sxh, const int16_t *slot, const float *wcol, const float *ov,
-                      int64_t t0, const int NT, const int NIB, const int MIN,
+                      const float *dxs, const int32_t *sxh, const int16_t *slot, const float *wcol,
+                      const int32_t *oi, const float *ov, int64_t t0, const int NT, const int NIB, const int MIN,
                       const int HALF, const int SPLIT, const int HB, float *y, int64_t ldy, int64_t g, const float *bias,
                       int64_t b0, int64_t b1) {
     const int64_t nb = m->blocks, cols = m->cols, bb = m->block_bytes;
@@ -473,9 +472,14 @@ T512 INL void tile512(const pagoda_qmat *m, const uint8_t *gbase, const uint8_t 
     if (last) {
         for (int n = 0; n < NT; n++) {
             const int16_t *st = slot + (t0 + n) * NOUT;
+            const int32_t *oit = oi + (t0 + n) * NOUT;
             const float *ovt = ov + (t0 + n) * NOUT;
-            for (int k = 0; k < NOUT; k++)
-                acc[n] = _mm512_fmadd_ps(_mm512_set1_ps(ovt[k]), _mm512_load_ps(wcol + 16 * st[k]), acc[n]);
+            for (int k = 0; k < NOUT; k++) {
+                // Decode dequantizes its columns here, from the blocks it has just streamed.
+                const __m512 w = wcol ? _mm512_load_ps(wcol + 16 * st[k])
+                                      : qcolumn512(gbase, bb, oit[k], off, NIB, MIN, HALF, SPLIT, HB);
+                acc[n] = _mm512_fmadd_ps(_mm512_set1_ps(ovt[k]), w, acc[n]);
+            }
         }
     }
     __m512 bv = _mm512_setzero_ps();
@@ -510,7 +514,10 @@ static inline int64_t qcolumn_blocks(const pagoda_qmat *m, int64_t tokens) {
         int16_t slot[PAGODA_Q_TOKEN_CHUNK * NOUT]; \
         int32_t uniq[PAGODA_Q_TOKEN_CHUNK * NOUT]; \
         _Alignas(64) float wcol[PAGODA_Q_TOKEN_CHUNK * NOUT * 16]; \
-        const int nu = outlier_slots(oi, tokens, slot, uniq); \
+        /* Decode (up to 4 tokens) dequantizes its few columns after streaming each group instead: before, */ \
+        /* they would be DRAM misses. */ \
+        const int nu = tokens > 4 ? outlier_slots(oi, tokens, slot, uniq) : 0; \
+        float *wc = tokens > 4 ? wcol : 0; \
         const int64_t kc = pre ? PRE_BLOCKS : qcolumn_blocks(m, tokens); \
         for (int64_t g = g0; g < g1; g++) { \
             const uint8_t *gbase = m->data + g * m->blocks * m->block_bytes; \
@@ -527,8 +534,8 @@ static inline int64_t qcolumn_blocks(const pagoda_qmat *m, int64_t tokens) {
                     } \
                 } \
                 int64_t t = 0; \
-                for (; t + 4 <= tokens; t += 4) tile512(m, gbase, t == 0 ? pf : 0, pre ? wbuf : 0, q, dx, sx, dxs, sxh, slot, wcol, ov, t, 4, NIB, MIN, HALF, SPLIT, HB, y, ldy, g, bias, b0, b1); \
-                for (; t < tokens; t++) tile512(m, gbase, 0, pre ? wbuf : 0, q, dx, sx, dxs, sxh, slot, wcol, ov, t, 1, NIB, MIN, HALF, SPLIT, HB, y, ldy, g, bias, b0, b1); \
+                for (; t + 4 <= tokens; t += 4) tile512(m, gbase, t == 0 ? pf : 0, pre ? wbuf : 0, q, dx, sx, dxs, sxh, slot, wc, oi, ov, t, 4, NIB, MIN, HALF, SPLIT, HB, y, ldy, g, bias, b0, b1); \
+                for (; t < tokens; t++) tile512(m, gbase, 0, pre ? wbuf : 0, q, dx, sx, dxs, sxh, slot, wc, oi, ov, t, 1, NIB, MIN, HALF, SPLIT, HB, y, ldy, g, bias, b0, b1); \
             } \
         } \
     }
