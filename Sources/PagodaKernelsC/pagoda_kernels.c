@@ -192,6 +192,36 @@ void pagoda_quantize_q8(const float *x, int64_t tokens, int64_t cols, int8_t *q,
     }
 }
 
+/// Numbers the distinct outlier columns of `tokens` tokens (at most PAGODA_Q_TOKEN_CHUNK): uniq[slot[i]] is
+/// oi[i]; returns their count.
+static int outlier_slots(const int32_t *oi, int64_t tokens, int16_t *slot, int32_t *uniq) {
+    enum { H = 1024 };  // open addressing, at most 256 keys
+    _Static_assert(PAGODA_Q_TOKEN_CHUNK * NOUT <= H / 2 && PAGODA_Q_TOKEN_CHUNK * NOUT <= 32767, "outlier slots");
+    int32_t key[H];
+    int16_t val[H];
+    for (int i = 0; i < H; i++) key[i] = -1;
+    int nu = 0;
+    for (int64_t i = 0; i < tokens * NOUT; i++) {
+        const int32_t c = oi[i];
+        uint32_t h = ((uint32_t)c * 2654435761u) >> 22;
+        while (key[h] != -1 && key[h] != c) h = (h + 1) & (H - 1);
+        if (key[h] == -1) {
+            key[h] = c;
+            val[h] = (int16_t)nu;
+            uniq[nu++] = c;
+        }
+        slot[i] = val[h];
+    }
+    return nu;
+}
+
+void pagoda_outlier_slots(const int32_t *oi, int64_t tokens, int16_t *slot, int32_t *uniq, int32_t *nuniq) {
+    for (int64_t t = 0, c = 0; t < tokens; t += PAGODA_Q_TOKEN_CHUNK, c++) {
+        const int64_t n = tokens - t < PAGODA_Q_TOKEN_CHUNK ? tokens - t : PAGODA_Q_TOKEN_CHUNK;
+        nuniq[c] = outlier_slots(oi + t * NOUT, n, slot + t * NOUT, uniq + c * PAGODA_Q_TOKEN_CHUNK * NOUT);
+    }
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // Block layout helpers.
 
@@ -229,24 +259,28 @@ static inline float scale_at(const uint8_t *p, int half, int i) {
     return f;
 }
 
-/// The weight of row i of a group (at gbase) in column c, as the outlier correction computes it (see the header):
-/// (float)(u − offset)·d, plus m when the type has a min.
-static inline float qweight(const pagoda_qmat *m, const uint8_t *gbase, int i, int64_t c) {
-    const int64_t b = c / 32;
-    const int e = (int)(c % 32), k = e / 4, j = e % 4;
-    const uint8_t *blk = gbase + b * m->block_bytes;
-    const uint8_t *w = blk + codes_offset(m);
+/// The unsigned code of element 4k + j of row i in a block whose codes start at w (see the header's layout).
+static inline int32_t qcode(const pagoda_qmat *m, const uint8_t *w, int i, int k, int j) {
     int32_t u;
     if (m->nibble) {
         const uint8_t v = w[(k & 3) * 64 + i * 4 + j];
         u = k < 4 ? v & 15 : v >> 4;
-        for (int p = 0; p < m->high_bits; p++) {
-            const int bit = i * 4 + j;
-            u |= ((w[256 + 64 * p + 8 * k + bit / 8] >> (bit % 8)) & 1) << (4 + p);
-        }
     } else {
         u = w[k * 64 + i * 4 + j];
     }
+    for (int p = 0; p < m->high_bits; p++) {
+        const int bit = i * 4 + j;
+        u |= ((w[256 + 64 * p + 8 * k + bit / 8] >> (bit % 8)) & 1) << (4 + p);
+    }
+    return u;
+}
+
+/// The weight of row i of a group (at gbase) in column c, as the outlier correction computes it (see the header):
+/// (float)(u − offset)·d, plus m when the type has a min.
+static inline float qweight(const pagoda_qmat *m, const uint8_t *gbase, int i, int64_t c) {
+    const int e = (int)(c % 32);
+    const uint8_t *blk = gbase + (c / 32) * m->block_bytes;
+    const int32_t u = qcode(m, blk + codes_offset(m), i, e / 4, e % 4);
     const float d = scale_at(m->split && e >= 16 ? blk + scales_bytes(m) : blk, m->half_scales, i);
     float wv = (float)(u - m->offset) * d;
     if (m->has_min) wv = wv + scale_at(blk + scales_bytes(m), m->half_scales, i);
@@ -282,16 +316,7 @@ static void qgemm_scalar(const pagoda_qmat *m, const int8_t *q, const float *dx,
                 for (int i = 0; i < PAGODA_Q_ROWS; i++) {
                     int32_t isum = 0, half1 = 0;
                     for (int k = 0; k < 8; k++) {
-                        for (int j = 0; j < 4; j++) {
-                            int u;
-                            if (m->nibble) u = k < 4 ? (w[k * 64 + i * 4 + j] & 15) : (w[(k - 4) * 64 + i * 4 + j] >> 4);
-                            else u = w[k * 64 + i * 4 + j];
-                            for (int p = 0; p < m->high_bits; p++) {
-                                const int bit = i * 4 + j;
-                                u |= ((w[256 + 64 * p + 8 * k + bit / 8] >> (bit % 8)) & 1) << (4 + p);
-                            }
-                            isum += u * (int32_t)xb[4 * k + j];
-                        }
+                        for (int j = 0; j < 4; j++) isum += qcode(m, w, i, k, j) * (int32_t)xb[4 * k + j];
                         if (k == 3) half1 = isum;
                     }
                     if (m->split) {
@@ -352,29 +377,6 @@ T512 INL void unpack512(const uint8_t *wp, const int HB, __m512i w[8]) {
             w[k] = _mm512_mask_add_epi8(w[k], (__mmask64)bits, w[k], add);
         }
     }
-}
-
-/// Numbers the distinct outlier columns of `tokens` tokens (at most PAGODA_Q_TOKEN_CHUNK): uniq[slot[i]] is
-/// oi[i]. Real activations put most tokens' outliers in a few channels, so each group dequantizes those once.
-static int outlier_slots(const int32_t *oi, int64_t tokens, int16_t *slot, int32_t *uniq) {
-    enum { H = 1024 };  // open addressing, at most 256 keys
-    _Static_assert(PAGODA_Q_TOKEN_CHUNK * NOUT <= H / 2 && PAGODA_Q_TOKEN_CHUNK * NOUT <= 32767, "outlier slots");
-    int32_t key[H];
-    int16_t val[H];
-    for (int i = 0; i < H; i++) key[i] = -1;
-    int nu = 0;
-    for (int64_t i = 0; i < tokens * NOUT; i++) {
-        const int32_t c = oi[i];
-        uint32_t h = ((uint32_t)c * 2654435761u) >> 22;
-        while (key[h] != -1 && key[h] != c) h = (h + 1) & (H - 1);
-        if (key[h] == -1) {
-            key[h] = c;
-            val[h] = (int16_t)nu;
-            uniq[nu++] = c;
-        }
-        slot[i] = val[h];
-    }
-    return nu;
 }
 
 /// The weights of a group's 16 rows in column c, as `qweight` computes each.
@@ -502,21 +504,19 @@ static inline int64_t qcolumn_blocks(const pagoda_qmat *m, int64_t tokens) {
 #define PRE_BLOCKS 24
 #define DEF512(NAME, NIB, MIN, HALF, SPLIT, HB) \
     T512 __attribute__((noinline)) static void NAME(const pagoda_qmat *m, const int8_t *q, const float *dx, \
-        const int32_t *sx, const float *dxs, const int32_t *sxh, const int32_t *oi, const float *ov, int64_t tokens, \
-        float *y, int64_t ldy, int64_t g0, \
+        const int32_t *sx, const float *dxs, const int32_t *sxh, const int32_t *oi, const float *ov, \
+        const int16_t *slot, const int32_t *uniq, int nuniq, int64_t tokens, float *y, int64_t ldy, int64_t g0, \
         int64_t g1, const float *bias) { \
         /* With bit planes, a batch unpacks each block once into bytes (at most PRE_BLOCKS of them, 12 KiB, */ \
         /* in L1) and every token tile reads those; one token (decode) unpacks as it streams. Plain nibbles */ \
         /* are cheaper to unpack in every tile than to store and reload (measured 7-10% at 16 tokens). */ \
         const int pre = NIB && HB && tokens > 4; \
         _Alignas(64) uint8_t wbuf[PRE_BLOCKS * 512]; \
-        /* The distinct outlier columns of the tokens, and each group's weights in them (see tile512). */ \
-        int16_t slot[PAGODA_Q_TOKEN_CHUNK * NOUT]; \
-        int32_t uniq[PAGODA_Q_TOKEN_CHUNK * NOUT]; \
+        /* Each group's weights in the tokens' distinct outlier columns (see tile512). Decode (up to 4 */ \
+        /* tokens) dequantizes its few columns after streaming each group instead: before, they would be */ \
+        /* DRAM misses. */ \
         _Alignas(64) float wcol[PAGODA_Q_TOKEN_CHUNK * NOUT * 16]; \
-        /* Decode (up to 4 tokens) dequantizes its few columns after streaming each group instead: before, */ \
-        /* they would be DRAM misses. */ \
-        const int nu = tokens > 4 ? outlier_slots(oi, tokens, slot, uniq) : 0; \
+        const int nu = tokens > 4 ? nuniq : 0; \
         float *wc = tokens > 4 ? wcol : 0; \
         const int64_t kc = pre ? PRE_BLOCKS : qcolumn_blocks(m, tokens); \
         for (int64_t g = g0; g < g1; g++) { \
@@ -663,9 +663,10 @@ T256 INL void tile256(const pagoda_qmat *m, const uint8_t *gbase, const int8_t *
 
 #define DEF256(NAME, NIB, MIN, WIDE, HALF, SPLIT, HB) \
     T256 __attribute__((noinline)) static void NAME(const pagoda_qmat *m, const int8_t *q, const float *dx, \
-        const int32_t *sx, const float *dxs, const int32_t *sxh, const int32_t *oi, const float *ov, int64_t tokens, \
-        float *y, int64_t ldy, int64_t g0, \
+        const int32_t *sx, const float *dxs, const int32_t *sxh, const int32_t *oi, const float *ov, \
+        const int16_t *slot, const int32_t *uniq, int nuniq, int64_t tokens, float *y, int64_t ldy, int64_t g0, \
         int64_t g1, const float *bias) { \
+        (void)slot; (void)uniq; (void)nuniq;  /* the scalar correction dequantizes per token */ \
         for (int64_t g = g0; g < g1; g++) { \
             const uint8_t *gbase = m->data + g * m->blocks * m->block_bytes; \
             for (int64_t t = 0; t < tokens; t++) \
@@ -707,32 +708,33 @@ int pagoda_q_isa(void) {
 void pagoda_q_force_isa(int isa) { q_forced = isa; }
 
 static void qgemm_chunk(const pagoda_qmat *m, const int8_t *q, const float *dx, const int32_t *sx, const float *dxs,
-                        const int32_t *sxh, const int32_t *oi, const float *ov, int64_t tokens, float *y, int64_t ldy,
-                        int64_t g0, int64_t g1,
+                        const int32_t *sxh, const int32_t *oi, const float *ov, const int16_t *slot,
+                        const int32_t *uniq, int nuniq, int64_t tokens, float *y, int64_t ldy, int64_t g0, int64_t g1,
                         const float *bias);
 
 void pagoda_qgemm(const pagoda_qmat *m, const int8_t *q, const float *dx, const int32_t *sx, const float *dxs,
-                  const int32_t *sxh, const int32_t *oi, const float *ov, int64_t tokens, float *y, int64_t ldy,
-                  int64_t g0, int64_t g1, const float *bias) {
+                  const int32_t *sxh, const int32_t *oi, const float *ov, const int16_t *slot, const int32_t *uniq,
+                  const int32_t *nuniq, int64_t tokens, float *y, int64_t ldy, int64_t g0, int64_t g1,
+                  const float *bias) {
     const int64_t nb = m->blocks;
-    for (int64_t t = 0; t < tokens; t += PAGODA_Q_TOKEN_CHUNK) {
+    for (int64_t t = 0, c = 0; t < tokens; t += PAGODA_Q_TOKEN_CHUNK, c++) {
         const int64_t n = tokens - t < PAGODA_Q_TOKEN_CHUNK ? tokens - t : PAGODA_Q_TOKEN_CHUNK;
         qgemm_chunk(m, q + t * m->cols, dx + t * nb, sx + t * nb, dxs + t * nb, sxh + t * nb, oi + t * NOUT,
-                    ov + t * NOUT, n, y + t * ldy, ldy,
-                    g0, g1, bias);
+                    ov + t * NOUT, slot + t * NOUT, uniq + c * PAGODA_Q_TOKEN_CHUNK * NOUT, nuniq[c], n,
+                    y + t * ldy, ldy, g0, g1, bias);
     }
 }
 
 static void qgemm_chunk(const pagoda_qmat *m, const int8_t *q, const float *dx, const int32_t *sx, const float *dxs,
-                        const int32_t *sxh, const int32_t *oi, const float *ov, int64_t tokens, float *y, int64_t ldy,
-                        int64_t g0, int64_t g1,
+                        const int32_t *sxh, const int32_t *oi, const float *ov, const int16_t *slot,
+                        const int32_t *uniq, int nuniq, int64_t tokens, float *y, int64_t ldy, int64_t g0, int64_t g1,
                         const float *bias) {
     const int isa = pagoda_q_isa();
 #ifdef PQ_X86
     // Every layout QuantizedMatrix makes has a vector kernel; anything else takes the scalar path.
     typedef void (*qkernel)(const pagoda_qmat *, const int8_t *, const float *, const int32_t *, const float *,
-                            const int32_t *, const int32_t *, const float *, int64_t, float *, int64_t, int64_t,
-                            int64_t, const float *);
+                            const int32_t *, const int32_t *, const float *, const int16_t *, const int32_t *, int,
+                            int64_t, float *, int64_t, int64_t, int64_t, const float *);
     qkernel k512 = 0, k256 = 0;
     const int nib = m->nibble, mn = m->has_min, hs = m->half_scales, sp = m->split, hb = m->high_bits;
     if (!nib && !mn && hs && !sp && !hb && m->offset == 128) { k512 = qgemm512_b; k256 = qgemm256_bw; }
@@ -743,8 +745,8 @@ static void qgemm_chunk(const pagoda_qmat *m, const int8_t *q, const float *dx, 
     else if (nib && !sp && hb == 1 && mn && hs) { k512 = qgemm512_nm5; k256 = qgemm256_nm5; }
     else if (nib && !sp && hb == 1 && mn && !hs) { k512 = qgemm512_nm5_f32; k256 = qgemm256_nm5_f32; }
     else if (nib && sp && hb == 2 && !mn && !hs) { k512 = qgemm512_ns6_f32; k256 = qgemm256_ns6_f32; }
-    if (isa == 2 && k512) { k512(m, q, dx, sx, dxs, sxh, oi, ov, tokens, y, ldy, g0, g1, bias); return; }
-    if (isa == 1 && k256) { k256(m, q, dx, sx, dxs, sxh, oi, ov, tokens, y, ldy, g0, g1, bias); return; }
+    if (isa == 2 && k512) { k512(m, q, dx, sx, dxs, sxh, oi, ov, slot, uniq, nuniq, tokens, y, ldy, g0, g1, bias); return; }
+    if (isa == 1 && k256) { k256(m, q, dx, sx, dxs, sxh, oi, ov, slot, uniq, nuniq, tokens, y, ldy, g0, g1, bias); return; }
 #endif
     (void)isa;
     qgemm_scalar(m, q, dx, sx, dxs, sxh, oi, ov, tokens, y, ldy, g0, g1, bias);

@@ -21,17 +21,25 @@ public final class QuantizedActivations: @unchecked Sendable {
     private(set) var outlierColumns: UnsafeMutablePointer<Int32>
     private(set) var outlierValues: UnsafeMutablePointer<Float>
     public static let outliersPerRow = Int(PAGODA_Q_OUTLIERS)
+    /// The distinct outlier columns of each chunk of tokens (see `pagoda_outlier_slots`), numbered on the first
+    /// multiply after quantizing, once for every matrix and thread that reads these activations.
+    private(set) var outlierSlots: UnsafeMutablePointer<Int16>
+    private(set) var distinctColumns: UnsafeMutablePointer<Int32>
+    private(set) var distinctCounts: UnsafeMutablePointer<Int32>
+    private var slotsNumbered = false
     private var rowCapacity = 0
 
     public init() {
         q = .allocate(capacity: 1); dx = .allocate(capacity: 1); sx = .allocate(capacity: 1); dxs = .allocate(capacity: 1)
         sxh = .allocate(capacity: 1)
         outlierColumns = .allocate(capacity: 1); outlierValues = .allocate(capacity: 1)
+        outlierSlots = .allocate(capacity: 1); distinctColumns = .allocate(capacity: 1); distinctCounts = .allocate(capacity: 1)
     }
 
     deinit {
         q.deallocate(); dx.deallocate(); sx.deallocate(); dxs.deallocate(); sxh.deallocate()
         outlierColumns.deallocate(); outlierValues.deallocate()
+        outlierSlots.deallocate(); distinctColumns.deallocate(); distinctCounts.deallocate()
     }
 
     /// Token count from which quantizing is split over the threads (fewer are done by the caller alone).
@@ -52,12 +60,18 @@ public final class QuantizedActivations: @unchecked Sendable {
         precondition(cols % 32 == 0, "quantized activations need a multiple of 32 columns")
         precondition(cols <= Int(PAGODA_Q_MAX_COLS), "quantized activations of \(cols) columns: at most \(PAGODA_Q_MAX_COLS)")
         if tokens > rowCapacity {
-            let cap = max(tokens, rowCapacity * 2)
+            let chunk = Int(PAGODA_Q_TOKEN_CHUNK)
+            let cap = (max(tokens, rowCapacity * 2) + chunk - 1) / chunk * chunk
             outlierColumns.deallocate(); outlierValues.deallocate()
+            outlierSlots.deallocate(); distinctColumns.deallocate(); distinctCounts.deallocate()
             outlierColumns = .allocate(capacity: cap * Self.outliersPerRow)
             outlierValues = .allocate(capacity: cap * Self.outliersPerRow)
+            outlierSlots = .allocate(capacity: cap * Self.outliersPerRow)
+            distinctColumns = .allocate(capacity: cap * Self.outliersPerRow)
+            distinctCounts = .allocate(capacity: cap / chunk)
             rowCapacity = cap
         }
+        slotsNumbered = false
         let n = tokens * cols
         if n > capacity {
             let cap = max(n, capacity * 2)
@@ -69,6 +83,13 @@ public final class QuantizedActivations: @unchecked Sendable {
         }
         self.tokens = tokens
         self.cols = cols
+    }
+
+    /// Numbers the distinct outlier columns (once after each quantization; the caller's thread, before a multiply).
+    func numberOutlierSlots() {
+        if slotsNumbered { return }
+        pagoda_outlier_slots(outlierColumns, Int64(tokens), outlierSlots, distinctColumns, distinctCounts)
+        slotsNumbered = true
     }
 
     /// Quantizes tokens `rows` of the prepared shape from `x` (which points at the first of them); ranges may
@@ -215,7 +236,8 @@ public final class QuantizedMatrix: @unchecked Sendable {
                                         _ bias: UnsafePointer<Float>?, groups: Range<Int>) {
         if groups.isEmpty { return }
         withUnsafePointer(to: desc) { d in
-            pagoda_qgemm(d, a.q, a.dx, a.sx, a.dxs, a.sxh, a.outlierColumns, a.outlierValues, Int64(a.tokens), y, Int64(rows),
+            pagoda_qgemm(d, a.q, a.dx, a.sx, a.dxs, a.sxh, a.outlierColumns, a.outlierValues, a.outlierSlots,
+                         a.distinctColumns, a.distinctCounts, Int64(a.tokens), y, Int64(rows),
                          Int64(groups.lowerBound), Int64(groups.upperBound), bias)
         }
     }
@@ -230,6 +252,7 @@ public final class QuantizedMatrix: @unchecked Sendable {
                                     epilogue: ((Range<Int>) -> Void)? = nil) {
         if a.tokens == 0 || jobs.isEmpty { return }
         for j in jobs { precondition(a.cols == j.matrix.cols, "activation width \(a.cols) != matrix columns \(j.matrix.cols)") }
+        a.numberOutlierSlots()
         jobs.withUnsafeBufferPointer { jobs in
             if let epilogue {
                 let rows = jobs[0].matrix.rows

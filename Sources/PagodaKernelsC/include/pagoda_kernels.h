@@ -76,10 +76,17 @@ typedef struct {
 void pagoda_quantize_q8(const float *x, int64_t tokens, int64_t cols, int8_t *q, float *dx, int32_t *sx, float *dxs,
                         int32_t *sxh, int32_t *oi, float *ov);
 
-/// y[t*ldy + r] for rows of groups [g0, g1) and all tokens.
+/// Numbers the distinct outlier columns of each chunk of PAGODA_Q_TOKEN_CHUNK tokens, once per quantized input so
+/// that every GEMM on it dequantizes each of them once per row group: for token t's outlier k (index
+/// i = t·PAGODA_Q_OUTLIERS + k, chunk c = t / PAGODA_Q_TOKEN_CHUNK), uniq[c·PAGODA_Q_TOKEN_CHUNK·PAGODA_Q_OUTLIERS
+/// + slot[i]] = oi[i]; nuniq[c] counts chunk c's distinct columns.
+void pagoda_outlier_slots(const int32_t *oi, int64_t tokens, int16_t *slot, int32_t *uniq, int32_t *nuniq);
+
+/// y[t*ldy + r] for rows of groups [g0, g1) and all tokens (slot, uniq, nuniq from pagoda_outlier_slots).
 void pagoda_qgemm(const pagoda_qmat *m, const int8_t *q, const float *dx, const int32_t *sx, const float *dxs,
-                  const int32_t *sxh, const int32_t *oi, const float *ov, int64_t tokens, float *y, int64_t ldy,
-                  int64_t g0, int64_t g1, const float *bias);
+                  const int32_t *sxh, const int32_t *oi, const float *ov, const int16_t *slot, const int32_t *uniq,
+                  const int32_t *nuniq, int64_t tokens, float *y, int64_t ldy, int64_t g0, int64_t g1,
+                  const float *bias);
 
 /// The code path in use: 0 scalar, 1 AVX2, 2 AVX-512 VNNI.
 int pagoda_q_isa(void);
