@@ -2,7 +2,7 @@
 public enum KVCacheDType: String, Sendable, CaseIterable {
     /// fp32: exact; the reference path (`--kv-cache-dtype f32`).
     case f32
-    /// fp16: half the memory and bandwidth, as llama.cpp stores its cache by default; the default here.
+    /// fp16: half the memory and bandwidth, as llama.cpp stores its cache by default; `auto` for quantized weights.
     case f16
 
     public var bytes: Int { self == .f32 ? 4 : 2 }
