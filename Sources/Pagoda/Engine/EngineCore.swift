@@ -107,7 +107,10 @@ public final class EngineCore {
         self.loaded = loaded
         self.config = config
         let mc = loaded.config
-        let kvDtype = config.kvCacheDtype ?? .automatic(for: loaded.model)
+        let kvDtype = config.kvCacheDtype ?? .automatic(for: loaded.model, blockSize: config.blockSize)
+        guard kvDtype.supports(headDim: mc.headDim, blockSize: config.blockSize) else {
+            throw RequestError.invalid(param: "kv_cache_dtype", message: "a \(kvDtype.rawValue) KV cache needs head and block sizes that are multiples of 16 (head \(mc.headDim), block \(config.blockSize))")
+        }
         let blockBytes = KVCacheStorage.bytesPerBlock(config: mc, blockSize: config.blockSize, dtype: kvDtype)
         let blocks: Int
         if let n = config.numKVBlocks {

@@ -13,7 +13,7 @@ public final class GenerationSession {
         self.model = model
         self.pool = pool
         let blocks = max(1, (maxTokens + blockSize - 1) / blockSize)
-        cache = KVCacheStorage(config: model.config, blockCount: blocks, blockSize: blockSize, dtype: .automatic(for: model))
+        cache = KVCacheStorage(config: model.config, blockCount: blocks, blockSize: blockSize, dtype: .automatic(for: model, blockSize: blockSize))
     }
 
     public var capacity: Int { cache.blockCount * cache.blockSize }

@@ -195,21 +195,22 @@ public enum KernelBenchmark {
         var out: [Result] = []
         let workspace = AttentionWorkspace()
         for dtype in KVCacheDType.allCases {
-            let n = keys.count
+            guard dtype.supports(headDim: s.headDim, blockSize: blockSize) else { continue }
+            let keyRun = dtype.runBytes(blockSize: blockSize, headDim: s.headDim, keys: true)
+            let valueRun = dtype.runBytes(blockSize: blockSize, headDim: s.headDim, keys: false)
             // Page aligned, as the engine's KV cache is.
-            let kb = UnsafeMutableRawPointer.allocate(byteCount: n * dtype.bytes, alignment: 4096)
-            let vb = UnsafeMutableRawPointer.allocate(byteCount: n * dtype.bytes, alignment: 4096)
+            let kb = UnsafeMutableRawPointer.allocate(byteCount: blocks * s.kvHeads * keyRun, alignment: 4096)
+            let vb = UnsafeMutableRawPointer.allocate(byteCount: blocks * s.kvHeads * valueRun, alignment: 4096)
             defer { kb.deallocate(); vb.deallocate() }
-            for i in 0..<n {
-                if dtype == .f32 {
-                    kb.storeBytes(of: keys[i], toByteOffset: 4 * i, as: Float.self)
-                    vb.storeBytes(of: values[i], toByteOffset: 4 * i, as: Float.self)
-                } else {
-                    kb.storeBytes(of: Float16(keys[i]), toByteOffset: 2 * i, as: Float16.self)
-                    vb.storeBytes(of: Float16(values[i]), toByteOffset: 2 * i, as: Float16.self)
+            let kv = LayerKV(keys: kb, values: vb, dtype: dtype)
+            keys.withUnsafeBufferPointer { k in
+                values.withUnsafeBufferPointer { v in
+                    for row in 0..<blocks * blockSize {
+                        kv.store(row: row, keys: k.baseAddress! + row * kvDim, values: v.baseAddress! + row * kvDim,
+                                 kvHeads: s.kvHeads, headDim: s.headDim, blockSize: blockSize)
+                    }
                 }
             }
-            let kv = LayerKV(keys: kb, values: vb, dtype: dtype)
             // Decode: every sequence has its own blocks, scattered over the pool as they are in a server that has
             // run for a while (a fixed shuffle).
             do {
@@ -228,7 +229,7 @@ public enum KernelBenchmark {
                                    workspace: workspace)
                 }
                 let flops = Double(batch * context * s.heads * s.headDim * 4)
-                let bytes = Double(batch * context * kvDim * 2 * dtype.bytes)
+                let bytes = Double(batch * context * s.kvHeads * (keyRun + valueRun) / blockSize)
                 let r = Result(op: "attention decode", dtype: "kv \(dtype)", shape: "\(batch) seqs x ctx \(context)",
                                microseconds: t * 1e6, gops: flops / t / 1e9, gbs: bytes / t / 1e9,
                                percentOfPeak: 100 * bytes / t / 1e9 / peaks.readGBs, bound: "read GB/s")

@@ -28,6 +28,11 @@ public struct AttentionSequence: Sendable {
 /// transposed — [block][kvHead][dim][slot] — so one vector load reads a dimension of 16 consecutive keys (see
 /// `keyIndex`); values are [block][kvHead][slot][dim] (see `valueIndex`). A block occupies the same range of both
 /// buffers, so blocks can be copied whole.
+///
+/// The u8 cache keeps that order for its codes and follows each head's codes in a block with fp16 parameters:
+/// keys [dim][slot] codes, then scale[group][slot] and min[group][slot] for groups of 16 dimensions; values
+/// [slot][dim] codes, then scale[slot] and min[slot] (see `KVCacheDType.runBytes`). An element is
+/// min + scale·code.
 public struct LayerKV: @unchecked Sendable {
     public let keys: UnsafeMutableRawPointer
     public let values: UnsafeMutableRawPointer
@@ -64,7 +69,41 @@ public struct LayerKV: @unchecked Sendable {
         switch dtype {
         case .f32: store(Float.self, row: row, keys: k, values: v, kvHeads: kvHeads, headDim: headDim, blockSize: blockSize)
         case .f16: store(Float16.self, row: row, keys: k, values: v, kvHeads: kvHeads, headDim: headDim, blockSize: blockSize)
+        case .u8: storeU8(row: row, keys: k, values: v, kvHeads: kvHeads, headDim: headDim, blockSize: blockSize)
         }
+    }
+
+    private func storeU8(row: Int, keys k: UnsafePointer<Float>, values v: UnsafePointer<Float>, kvHeads: Int,
+                         headDim: Int, blockSize bs: Int) {
+        let block = row / bs
+        let keyRun = dtype.runBytes(blockSize: bs, headDim: headDim, keys: true)
+        let valueRun = dtype.runBytes(blockSize: bs, headDim: headDim, keys: false)
+        pagoda_kv_store_u8(keys.assumingMemoryBound(to: UInt8.self) + block * kvHeads * keyRun,
+                           values.assumingMemoryBound(to: UInt8.self) + block * kvHeads * valueRun,
+                           Int64(row % bs), Int64(bs), Int64(headDim), Int64(kvHeads), k, v)
+    }
+
+    /// Dimension `d` of KV head `h`'s key (`keys`) or value at cache row `row`, as the attention kernels read it.
+    public func element(keys isKey: Bool, row: Int, head h: Int, dim d: Int, kvHeads: Int, headDim: Int, blockSize bs: Int) -> Float {
+        guard dtype == .u8 else {
+            return isKey ? key(at: Self.keyIndex(row: row, head: h, dim: d, kvHeads: kvHeads, headDim: headDim, blockSize: bs))
+                : value(at: Self.valueIndex(row: row, head: h, dim: d, kvHeads: kvHeads, headDim: headDim, blockSize: bs))
+        }
+        let block = row / bs, slot = row % bs
+        let run = (block * kvHeads + h) * dtype.runBytes(blockSize: bs, headDim: headDim, keys: isKey)
+        let base = isKey ? keys + run : values + run
+        let code: UInt8, param: Int
+        if isKey {
+            code = base.load(fromByteOffset: d * bs + slot, as: UInt8.self)
+            param = 2 * ((d / 16) * bs + slot)
+        } else {
+            code = base.load(fromByteOffset: slot * headDim + d, as: UInt8.self)
+            param = 2 * slot
+        }
+        let paramBytes = 2 * bs * (isKey ? headDim / 16 : 1)
+        let s = Float(base.loadUnaligned(fromByteOffset: bs * headDim + param, as: Float16.self))
+        let z = Float(base.loadUnaligned(fromByteOffset: bs * headDim + paramBytes + param, as: Float16.self))
+        return z + s * Float(code)
     }
 
     @inline(__always) private func store<E: KVElement>(_: E.Type, row: Int, keys k: UnsafePointer<Float>,
@@ -82,12 +121,15 @@ public struct LayerKV: @unchecked Sendable {
     }
 
     /// Key element at `index` (see `keyIndex`) and value element at `index` (see `valueIndex`), as fp32.
+    /// (fp32 and fp16 caches; `element` reads every type.)
     public func key(at index: Int) -> Float {
-        dtype == .f32 ? keys.assumingMemoryBound(to: Float.self)[index] : Float(keys.assumingMemoryBound(to: Float16.self)[index])
+        precondition(dtype != .u8, "key(at:) reads fp32 and fp16 caches")
+        return dtype == .f32 ? keys.assumingMemoryBound(to: Float.self)[index] : Float(keys.assumingMemoryBound(to: Float16.self)[index])
     }
 
     public func value(at index: Int) -> Float {
-        dtype == .f32 ? values.assumingMemoryBound(to: Float.self)[index] : Float(values.assumingMemoryBound(to: Float16.self)[index])
+        precondition(dtype != .u8, "value(at:) reads fp32 and fp16 caches")
+        return dtype == .f32 ? values.assumingMemoryBound(to: Float.self)[index] : Float(values.assumingMemoryBound(to: Float16.self)[index])
     }
 }
 
@@ -168,7 +210,7 @@ public func pagedAttention(q: UnsafePointer<Float>, out: UnsafeMutablePointer<Fl
             let s = seqs[Int(tile.seq)]
             let context = s.startPosition + Int(tile.first + tile.count)
             let start = p * partKeys, end = min(context, start + 2 * blockSize, start + partKeys)
-            let e = kv.dtype.bytes, run = blockSize * headDim * e, blockBytes = blockSize * kvHeads * headDim * e
+            let run = kv.dtype.runBytes(blockSize: blockSize, headDim: headDim, keys: true), blockBytes = kvHeads * run
             s.blockTable.withUnsafeBufferPointer { table in
                 var pos = start
                 while pos < end {
@@ -191,7 +233,7 @@ public func pagedAttention(q: UnsafePointer<Float>, out: UnsafeMutablePointer<Fl
                 for item in range {
                     let tile = tiles[item / kvHeads]
                     let kvh = item % kvHeads
-                    let rows = w.load(q: q, tile: tile, seq: seqs[Int(tile.seq)], kvh: kvh, plan: plan)
+                    let rows = w.load(q: q, tile: tile, seq: seqs[Int(tile.seq)], kvh: kvh, plan: plan, dtype: kv.dtype)
                     w.resetRunning(rows: rows)
                     let parts = partitions(tile)
                     for p in 0..<parts {
@@ -226,7 +268,7 @@ public func pagedAttention(q: UnsafePointer<Float>, out: UnsafeMutablePointer<Fl
                     }
                     let kvh = item % kvHeads
                     let w = partials.slot(pair)
-                    let rows = w.load(q: q, tile: tile, seq: seqs[Int(tile.seq)], kvh: kvh, plan: plan)
+                    let rows = w.load(q: q, tile: tile, seq: seqs[Int(tile.seq)], kvh: kvh, plan: plan, dtype: kv.dtype)
                     w.attend(partition: p, kv: kv, table: seqs[Int(tile.seq)].blockTable, kvh: kvh, rows: rows,
                              into: w.partial)
                 }
@@ -299,8 +341,8 @@ struct AttentionScratch {
     init(plan: AttentionPlan, slots: Int, workspace: AttentionWorkspace) {
         self.plan = plan
         let r = plan.rows, d = plan.headDim
-        // queries, scores, running (m, l, acc), partial (m, l, acc), contexts
-        slotFloats = (r * d + r * plan.ldScores + 16 + 2 * (2 * r + r * d) + r + 15) / 16 * 16
+        // queries, scores, running (m, l, acc), partial (m, l, acc), contexts, query group sums
+        slotFloats = (r * d + r * plan.ldScores + 16 + 2 * (2 * r + r * d) + r + r * (d / 16) + 15) / 16 * 16
         base = workspace.reserve(floats: slotFloats * max(1, slots))
     }
 
@@ -322,6 +364,8 @@ struct AttentionSlot {
     let partial: SoftmaxState
     /// Visible keys of each row (its position + 1), as Float-sized Int32 storage.
     let contexts: UnsafeMutablePointer<Int32>
+    /// Sums of each row's scaled query over each group of 16 dimensions ([rows × headDim/16]; u8 keys).
+    let querySums: UnsafeMutablePointer<Float>
 
     init(plan: AttentionPlan, base: UnsafeMutablePointer<Float>) {
         self.plan = plan
@@ -334,12 +378,13 @@ struct AttentionSlot {
         partial = SoftmaxState(m: p, l: p + r, acc: p + 2 * r)
         p += 2 * r + r * d
         contexts = UnsafeMutableRawPointer(p).bindMemory(to: Int32.self, capacity: r)
+        querySums = p + r
     }
 
     /// Copies the tile's queries for KV head `kvh` (row = token·group + head in group), scaled by 1/√d, and
-    /// records each row's context. Returns the row count.
+    /// records each row's context (and, for u8 keys, the query's group sums). Returns the row count.
     func load(q: UnsafePointer<Float>, tile: (seq: Int32, first: Int32, count: Int32), seq: AttentionSequence, kvh: Int,
-              plan: AttentionPlan) -> Int {
+              plan: AttentionPlan, dtype: KVCacheDType) -> Int {
         let g = plan.group, d = plan.headDim
         let scale = 1 / Float(d).squareRoot()
         var r = 0
@@ -349,6 +394,13 @@ struct AttentionSlot {
                 let src = q + token * plan.heads * d + (kvh * g + h) * d
                 let dst = queries + r * d
                 for i in 0..<d { dst[i] = src[i] * scale }
+                if dtype == .u8 {
+                    for g in 0..<d / 16 {
+                        var sum: Float = 0
+                        for i in 16 * g..<16 * g + 16 { sum += dst[i] }
+                        querySums[r * (d / 16) + g] = sum
+                    }
+                }
                 contexts[r] = Int32(seq.startPosition + Int(tile.first) + t + 1)
                 r += 1
             }
@@ -368,6 +420,7 @@ struct AttentionSlot {
         switch kv.dtype {
         case .f32: attend(Float.self, partition: p, kv: kv, table: table, kvh: kvh, rows: rows, into: st)
         case .f16: attend(Float16.self, partition: p, kv: kv, table: table, kvh: kvh, rows: rows, into: st)
+        case .u8: attendU8(partition: p, kv: kv, table: table, kvh: kvh, rows: rows, into: st)
         }
     }
 
@@ -376,27 +429,63 @@ struct AttentionSlot {
         let keysBase = UnsafePointer(kv.keys.assumingMemoryBound(to: E.self))
         let valuesBase = UnsafePointer(kv.values.assumingMemoryBound(to: E.self))
         let bs = plan.blockSize, d = plan.headDim, stride = plan.rowStride, ld = plan.ldScores
-        st.acc.initialize(repeating: 0, count: rows * d)
+        let run = bs * d * MemoryLayout<E>.size
+        attendPartition(p, table: table, rows: rows, into: st) { table, pos, end, start in
+            // Spread the requests over the loop (a burst of them stalls the core): the key run two blocks
+            // ahead, and this block's value run for the P·V pass after the scores.
+            let block = Int(table[pos / bs])
+            if pos + 2 * bs < end {
+                pagoda_prefetch(keysBase + Int(table[pos / bs + 2]) * bs * stride + kvh * d * bs, Int64(run))
+            }
+            pagoda_prefetch(valuesBase + block * bs * stride + kvh * bs * d, Int64(run))
+            blockScores(q: queries, rows: rows, keys: keysBase + block * bs * stride + kvh * d * bs, blockSize: bs,
+                        n: min(bs, end - pos), headDim: d, scores: scores + (pos - start), ldScores: ld)
+        } values: { table, r, same, keys, start in
+            accumulateValues(acc: st.acc + r * d, rows: same, probs: scores + r * ld, ldProbs: ld,
+                             keys: keys, start: start, table: table, values: valuesBase + kvh * bs * d,
+                             blockSize: bs, blockStride: bs * stride, headDim: d)
+        }
+    }
+
+    /// `attend` over the u8 cache: the same partition, softmax and order, with the C kernels that read codes.
+    private func attendU8(partition p: Int, kv: LayerKV, table: [Int32], kvh: Int, rows: Int, into st: SoftmaxState) {
+        let bs = plan.blockSize, d = plan.headDim, ld = plan.ldScores
+        let keyRun = kv.dtype.runBytes(blockSize: bs, headDim: d, keys: true)
+        let valueRun = kv.dtype.runBytes(blockSize: bs, headDim: d, keys: false)
+        let keyStride = plan.kvHeads * keyRun, valueStride = plan.kvHeads * valueRun
+        let keys = UnsafePointer(kv.keys.assumingMemoryBound(to: UInt8.self)) + kvh * keyRun
+        let values = UnsafePointer(kv.values.assumingMemoryBound(to: UInt8.self)) + kvh * valueRun
+        attendPartition(p, table: table, rows: rows, into: st) { table, pos, end, start in
+            let block = Int(table[pos / bs])
+            if pos + 2 * bs < end { pagoda_prefetch(keys + Int(table[pos / bs + 2]) * keyStride, Int64(keyRun)) }
+            pagoda_prefetch(values + block * valueStride, Int64(valueRun))
+            pagoda_attn_scores_u8(queries, querySums, Int64(rows), keys + block * keyStride, Int64(bs),
+                                  Int64(min(bs, end - pos)), Int64(d), scores + (pos - start), Int64(ld))
+        } values: { table, r, same, n, start in
+            pagoda_attn_values_u8(st.acc + r * d, Int64(same), scores + r * ld, Int64(ld), Int64(n), Int64(start), table,
+                                  values, Int64(bs), Int64(valueStride), Int64(d))
+        }
+    }
+
+    /// The skeleton of `attend`: `scoreBlock(table, pos, end, start)` writes the scores of the block at `pos`
+    /// (keys up to `end`) at column pos − start; then each row's softmax; then `values(table, r, same, keys,
+    /// start)` accumulates rows r ..< r + same (up to four rows of one token, sharing their `keys` count).
+    @inline(__always)
+    private func attendPartition(_ p: Int, table: [Int32], rows: Int, into st: SoftmaxState,
+                                 scoreBlock: (UnsafePointer<Int32>, Int, Int, Int) -> Void,
+                                 values: (UnsafePointer<Int32>, Int, Int, Int, Int) -> Void) {
+        let bs = plan.blockSize, ld = plan.ldScores
+        st.acc.initialize(repeating: 0, count: rows * plan.headDim)
         let start = p * plan.partitionKeys
         var maxContext = 0
         for r in 0..<rows { maxContext = max(maxContext, Int(contexts[r])) }
         let end = min(start + plan.partitionKeys, maxContext)
         table.withUnsafeBufferPointer { table in
             let table = table.baseAddress!
-            let run = bs * d * MemoryLayout<E>.size
             var pos = start
             while pos < end {
-                let block = Int(table[pos / bs])
-                let n = min(bs, end - pos)
-                // Spread the requests over the loop (a burst of them stalls the core): the key run two blocks
-                // ahead, and this block's value run for the P·V pass after the scores.
-                if pos + 2 * bs < end {
-                    pagoda_prefetch(keysBase + Int(table[pos / bs + 2]) * bs * stride + kvh * d * bs, Int64(run))
-                }
-                pagoda_prefetch(valuesBase + block * bs * stride + kvh * bs * d, Int64(run))
-                blockScores(q: queries, rows: rows, keys: keysBase + block * bs * stride + kvh * d * bs, blockSize: bs,
-                            n: n, headDim: d, scores: scores + (pos - start), ldScores: ld)
-                pos += n
+                scoreBlock(table, pos, end, start)
+                pos += min(bs, end - pos)
             }
             var r = 0
             while r < rows {
@@ -413,11 +502,7 @@ struct AttentionSlot {
                         (st.m[r + i], st.l[r + i]) = softmaxRow(scores + (r + i) * ld, n: nr)
                     }
                 }
-                if nr > 0 {
-                    accumulateValues(acc: st.acc + r * d, rows: same, probs: scores + r * ld, ldProbs: ld,
-                                     keys: nr, start: start, table: table, values: valuesBase + kvh * bs * d,
-                                     blockSize: bs, blockStride: bs * stride, headDim: d)
-                }
+                if nr > 0 { values(table, r, same, nr, start) }
                 r += same
             }
         }

@@ -115,4 +115,26 @@ int64_t pagoda_int8_dot_loop_ops(void);
 /// Forces a code path (tests); values above what the CPU supports are clamped. -1 restores detection.
 void pagoda_q_force_isa(int isa);
 
+// ---- Attention over the u8 KV cache (see LayerKV in PagedAttention.swift) ----
+//
+// Per block and KV head, keys: codes[headDim][bs] (u8), then scale[headDim/16][bs] and min[headDim/16][bs]
+// (fp16); values: codes[bs][headDim], then scale[bs] and min[bs] (fp16). An element is min + scale·code.
+// headDim and bs are multiples of 16.
+
+/// Stores one token's keys and values ([kvHeads × hd] each) at `slot` of the block whose first head's runs start at
+/// `keys` and `values`: per group of 16 key dimensions and per value row, scale = fp16((max − min)/255),
+/// min = fp16(min), codes the nearest of 0…255 to (x − min)/scale (all 0 when the scale is 0).
+void pagoda_kv_store_u8(uint8_t *keys, uint8_t *values, int64_t slot, int64_t bs, int64_t hd, int64_t kv_heads,
+                        const float *k, const float *v);
+
+/// scores[r·ld + j] for the 16-key steps of [0, n) of one block's keys (`run`): per group of 16 dimensions,
+/// scale·Σ q·code + (Σ q)·min, with qsum[r·headDim/16 + g] the row's sum over the group. Lanes past n are garbage.
+void pagoda_attn_scores_u8(const float *q, const float *qsum, int64_t rows, const uint8_t *run, int64_t bs, int64_t n,
+                           int64_t hd, float *scores, int64_t ld);
+
+/// acc[r][·] = Σ_j probs[r·ldp + j]·value_j for `keys` keys from sequence position `start`, rows 0 ..< rows (1 to
+/// 4); value runs of the head at head0 + table[block]·stride. Each element's sum runs in key order whatever `rows`.
+void pagoda_attn_values_u8(float *acc, int64_t rows, const float *probs, int64_t ldp, int64_t keys, int64_t start,
+                           const int32_t *table, const uint8_t *head0, int64_t bs, int64_t stride, int64_t hd);
+
 #endif

@@ -22,29 +22,33 @@ final class BatchingTests: XCTestCase {
         }
     }
 
-    /// An fp16 KV cache: half the bytes per block, and batching still changes nothing (tokens and bitwise
+    /// fp16 and u8 KV caches: fewer bytes per block, and batching still changes nothing (tokens and bitwise
     /// logprobs equal the request's solo run on the same cache type), across a partition boundary (300 tokens).
-    func testFP16CacheBatchedEqualsAlone() throws {
+    func testReducedCachesBatchedEqualsAlone() throws {
         let model = EngineFixtures.smol
         let prompts = [1, 7, 16, 33, 300, 90].enumerated().map { EngineFixtures.prompt(length: $1, seed: 50 + UInt64($0)) }
         let params = EngineFixtures.greedy(5, logprobs: 2)
-        var c16 = EngineFixtures.config(blocks: 256, budget: 64)
-        c16.kvCacheDtype = .f16
-        let batchedLLM = EngineFixtures.llm(model, c16)
-        let batched = try batchedLLM.generate(promptTokenIds: prompts, params)
-        var alone16 = EngineFixtures.config(blocks: 256, prefixCaching: false)
-        alone16.kvCacheDtype = .f16
-        let alone = EngineFixtures.llm(model, alone16)
         var c32 = EngineFixtures.config(blocks: 256)
         c32.kvCacheDtype = .f32
-        let f32 = EngineFixtures.llm(model, c32)
-        XCTAssertEqual(batchedLLM.engine.runner.cache.dtype, .f16)
-        XCTAssertEqual(2 * batchedLLM.engine.blockBytes, f32.engine.blockBytes)
-        for (i, p) in prompts.enumerated() {
-            let a = try alone.generate(promptTokenIds: [p], params)[0].outputs[0]
-            let b = batched[i].outputs[0]
-            XCTAssertEqual(b.tokenIds, a.tokenIds, "prompt \(i) (\(p.count) tokens): tokens differ")
-            XCTAssertEqual(b.logprobs, a.logprobs, "prompt \(i) (\(p.count) tokens): logprobs are not bitwise equal")
+        let f32Bytes = EngineFixtures.llm(model, c32).engine.blockBytes
+        for dtype in [KVCacheDType.f16, .u8] {
+            var c = EngineFixtures.config(blocks: 256, budget: 64)
+            c.kvCacheDtype = dtype
+            let batchedLLM = EngineFixtures.llm(model, c)
+            let batched = try batchedLLM.generate(promptTokenIds: prompts, params)
+            var aloneConfig = EngineFixtures.config(blocks: 256, prefixCaching: false)
+            aloneConfig.kvCacheDtype = dtype
+            let alone = EngineFixtures.llm(model, aloneConfig)
+            XCTAssertEqual(batchedLLM.engine.runner.cache.dtype, dtype)
+            // SmolLM2: 64-dimension heads, blocks of 16: u8 is 64 code bytes + 4·2·2 (keys) or 2·2 (values) bytes
+            // of parameters per head and token, against 256 for fp16.
+            XCTAssertEqual(batchedLLM.engine.blockBytes * (dtype == .f16 ? 2 : 128), f32Bytes * (dtype == .f16 ? 1 : 37))
+            for (i, p) in prompts.enumerated() {
+                let a = try alone.generate(promptTokenIds: [p], params)[0].outputs[0]
+                let b = batched[i].outputs[0]
+                XCTAssertEqual(b.tokenIds, a.tokenIds, "\(dtype) prompt \(i) (\(p.count) tokens): tokens differ")
+                XCTAssertEqual(b.logprobs, a.logprobs, "\(dtype) prompt \(i) (\(p.count) tokens): logprobs are not bitwise equal")
+            }
         }
     }
 

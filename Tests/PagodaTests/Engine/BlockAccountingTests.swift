@@ -79,9 +79,10 @@ final class BlockAccountingTests: XCTestCase {
     func testMemoryIsBlocksInUse() throws {
         let core = try EngineCore(loaded: EngineFixtures.tiny, config: EngineFixtures.config(blocks: 100), pool: TestModels.pool)
         let c = EngineFixtures.tiny.config
-        let elementBytes = core.runner.cache.dtype.bytes
-        XCTAssertEqual(elementBytes, KVCacheDType.automatic(for: EngineFixtures.tiny.model).bytes)
-        XCTAssertEqual(core.blockBytes, 2 * c.layerCount * 16 * c.kvHeadCount * c.headDim * elementBytes)
+        let dtype = core.runner.cache.dtype
+        XCTAssertEqual(dtype, KVCacheDType.automatic(for: EngineFixtures.tiny.model))
+        let perHead = dtype == .u8 ? 16 * c.headDim * 2 + 4 * 16 * (c.headDim / 16 + 1) : 16 * c.headDim * 2 * dtype.bytes
+        XCTAssertEqual(core.blockBytes, c.layerCount * c.kvHeadCount * perHead)
         XCTAssertEqual(core.runner.cache.totalBytes, 100 * core.blockBytes)
         var p = SamplingParams.greedy
         p.maxTokens = 1

@@ -46,27 +46,24 @@ final class FusedKernelTests: XCTestCase {
     func testPagedAttentionMatchesReferenceAndIsBatchInvariant() {
         var rng = Rng(s: 42)
         for dtype in KVCacheDType.allCases {
-        for (heads, kvHeads, headDim, blockSize) in [(9, 3, 64, 16), (6, 2, 80, 5), (4, 1, 24, 7), (3, 3, 5, 4), (8, 2, 128, 16), (4, 2, 22, 32), (2, 1, 7, 16)] {
+        for (heads, kvHeads, headDim, blockSize) in [(9, 3, 64, 16), (6, 2, 80, 5), (4, 1, 24, 7), (3, 3, 5, 4), (8, 2, 128, 16), (4, 2, 22, 32), (2, 1, 7, 16), (6, 2, 32, 32), (4, 4, 48, 16)]
+        where dtype.supports(headDim: headDim, blockSize: blockSize) {
             // Context per sequence; each sequence has `length` new tokens (prefill). 300 spans two softmax
             // partitions, so a token alone (few work items) takes the split-and-merge path.
             let lengths = headDim >= 64 ? [1, 17, 33, 300] : [1, 17, 33]
             let rowStride = kvHeads * headDim
             let blocksPer = lengths.map { ($0 + blockSize - 1) / blockSize }
             let blockCount = blocksPer.reduce(0, +)
-            let keys = UnsafeMutablePointer<Float>.allocate(capacity: blockCount * blockSize * rowStride)
-            let values = UnsafeMutablePointer<Float>.allocate(capacity: blockCount * blockSize * rowStride)
-            defer { keys.deallocate(); values.deallocate() }
-            let count = blockCount * blockSize * rowStride
-            for i in 0..<count { keys[i] = rng.float() * 3; values[i] = rng.float() }
-            // An fp16 cache holds the same values rounded to fp16: the reference reads the rounded values.
-            let keys16 = UnsafeMutablePointer<Float16>.allocate(capacity: count)
-            let values16 = UnsafeMutablePointer<Float16>.allocate(capacity: count)
-            defer { keys16.deallocate(); values16.deallocate() }
-            if dtype == .f16 {
-                for i in 0..<count {
-                    keys16[i] = Float16(keys[i]); values16[i] = Float16(values[i])
-                    keys[i] = Float(keys16[i]); values[i] = Float(values16[i])
-                }
+            // The cache is filled through `store`, which rounds to the cache type; the reference reads back the
+            // stored elements.
+            let keys = RawBuffer(blockCount * kvHeads * dtype.runBytes(blockSize: blockSize, headDim: headDim, keys: true))
+            let values = RawBuffer(blockCount * kvHeads * dtype.runBytes(blockSize: blockSize, headDim: headDim, keys: false))
+            let kv = LayerKV(keys: keys.p, values: values.p, dtype: dtype)
+            for row in 0..<blockCount * blockSize {
+                // Keys with a per-dimension offset (as RoPE'd keys have): u8 quantizes each 16 dimensions alone.
+                let k = (0..<rowStride).map { rng.float() * 3 + Float($0 % headDim % 5) }
+                let v = (0..<rowStride).map { _ in rng.float() }
+                kv.store(row: row, keys: k, values: v, kvHeads: kvHeads, headDim: headDim, blockSize: blockSize)
             }
             // Blocks handed out in reverse order, to exercise the block table.
             var next = blockCount
@@ -79,8 +76,6 @@ final class FusedKernelTests: XCTestCase {
             }
             let tokens = tokenStart
             let q = (0..<tokens * heads * headDim).map { _ in rng.float() }
-            let kv = dtype == .f32 ? LayerKV(keys: keys, values: values)
-                : LayerKV(keys: UnsafeMutableRawPointer(keys16), values: UnsafeMutableRawPointer(values16), dtype: .f16)
             let batched = runAttention(q: q, kv: kv, sequences: sequences, tokens: tokens, heads: heads, kvHeads: kvHeads,
                                        headDim: headDim, blockSize: blockSize, threads: 2)
             let group = heads / kvHeads
@@ -98,25 +93,60 @@ final class FusedKernelTests: XCTestCase {
                     for h in 0..<heads {
                         let kvh = h / group
                         func cacheRow(_ p: Int) -> Int { Int(s.blockTable[p / blockSize]) * blockSize + p % blockSize }
-                        func valueRow(_ p: Int) -> [Float] {
-                            (0..<headDim).map { values[LayerKV.valueIndex(row: cacheRow(p), head: kvh, dim: $0, kvHeads: kvHeads,
-                                                                          headDim: headDim, blockSize: blockSize)] }
-                        }
-                        func keyRow(_ p: Int) -> [Float] {
-                            (0..<headDim).map { keys[LayerKV.keyIndex(row: cacheRow(p), head: kvh, dim: $0, kvHeads: kvHeads,
-                                                                      headDim: headDim, blockSize: blockSize)] }
+                        func row(_ p: Int, keys: Bool) -> [Float] {
+                            (0..<headDim).map { kv.element(keys: keys, row: cacheRow(p), head: kvh, dim: $0, kvHeads: kvHeads,
+                                                           headDim: headDim, blockSize: blockSize) }
                         }
                         let ref = referenceAttention(q: Array(q[(ti * heads + h) * headDim..<(ti * heads + h + 1) * headDim]),
-                                                     keys: (0...t).map(keyRow), values: (0...t).map(valueRow),
-                                                     headDim: headDim)
+                                                     keys: (0...t).map { row($0, keys: true) },
+                                                     values: (0...t).map { row($0, keys: false) }, headDim: headDim)
                         for d in 0..<headDim {
-                            XCTAssertEqual(batched[(ti * heads + h) * headDim + d], ref[d], accuracy: 1e-5,
+                            // u8 scores are taken as scale·Σq·code + min·Σq, not Σq·(min + scale·code).
+                            XCTAssertEqual(batched[(ti * heads + h) * headDim + d], ref[d], accuracy: dtype == .u8 ? 5e-5 : 1e-5,
                                            "\(dtype) heads \(heads)/\(kvHeads) d \(headDim) seq \(si) token \(t) head \(h)")
                         }
                     }
                 }
             }
         }
+        }
+    }
+
+    /// The u8 cache stores each key's 16-dimension groups and each value row as codes with an fp16 scale and
+    /// minimum: every element read back is within half a step (plus the fp16 rounding of the minimum) of what
+    /// was stored, constant groups are exact, and the extremes of each group are its first and last codes.
+    func testU8CacheRoundTrip() {
+        var rng = Rng(s: 11)
+        let kvHeads = 2, headDim = 32, blockSize = 16, blocks = 2
+        let dtype = KVCacheDType.u8
+        let keys = RawBuffer(blocks * kvHeads * dtype.runBytes(blockSize: blockSize, headDim: headDim, keys: true))
+        let values = RawBuffer(blocks * kvHeads * dtype.runBytes(blockSize: blockSize, headDim: headDim, keys: false))
+        let kv = LayerKV(keys: keys.p, values: values.p, dtype: dtype)
+        var stored: [[Float]] = []
+        for row in 0..<blocks * blockSize {
+            var k = (0..<kvHeads * headDim).map { _ in rng.float() * Float(1 + row % 7) }
+            if row == 5 { for i in 0..<16 { k[16 + i] = 0.375 } }   // one constant group
+            kv.store(row: row, keys: k, values: k.map { $0 * 2 }, kvHeads: kvHeads, headDim: headDim, blockSize: blockSize)
+            stored.append(k)
+        }
+        for row in 0..<blocks * blockSize {
+            for h in 0..<kvHeads {
+                for (isKey, width) in [(true, 16), (false, headDim)] {
+                    for g0 in stride(from: 0, to: headDim, by: width) {
+                        let x = (g0..<g0 + width).map { stored[row][h * headDim + $0] * (isKey ? 1 : 2) }
+                        let lo = x.min()!, hi = x.max()!
+                        let step = Float(Float16((hi - lo) / 255))
+                        let got = (g0..<g0 + width).map {
+                            kv.element(keys: isKey, row: row, head: h, dim: $0, kvHeads: kvHeads, headDim: headDim, blockSize: blockSize)
+                        }
+                        let zErr = abs(Float(Float16(lo)) - lo)
+                        for i in 0..<width {
+                            XCTAssertEqual(got[i], x[i], accuracy: step * 0.5001 + zErr + 1e-6, "row \(row) head \(h) keys \(isKey) dim \(g0 + i)")
+                        }
+                        if hi == lo { XCTAssertEqual(got, x.map { Float(Float16($0)) }, "constant group row \(row)") }
+                    }
+                }
+            }
         }
     }
 
@@ -258,7 +288,7 @@ final class FusedKernelTests: XCTestCase {
     func testKeyStoreLayout() {
         let kvHeads = 2, headDim = 6, blockSize = 4, blocks = 3
         let n = blocks * blockSize * kvHeads * headDim
-        for dtype in KVCacheDType.allCases {
+        for dtype in [KVCacheDType.f32, .f16] {
             let keys = UnsafeMutableRawPointer.allocate(byteCount: n * dtype.bytes, alignment: 64)
             let values = UnsafeMutableRawPointer.allocate(byteCount: n * dtype.bytes, alignment: 64)
             defer { keys.deallocate(); values.deallocate() }

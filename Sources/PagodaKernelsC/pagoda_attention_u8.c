@@ -1,0 +1,199 @@
+#include "pagoda_kernels.h"
+#include <string.h>
+
+// Attention over the u8 KV cache (see pagoda_kernels.h for the layout). Written with clang's portable vector
+// types: each lane is the same IEEE operation (exact conversions, fused multiply-adds, plain products) on every
+// instruction set, so results never depend on the machine's vector width.
+#pragma clang fp contract(off)
+
+typedef float v16f __attribute__((ext_vector_type(16)));
+typedef uint8_t v16b __attribute__((ext_vector_type(16)));
+typedef _Float16 v16h __attribute__((ext_vector_type(16)));
+
+#define FMA(a, b, c) __builtin_elementwise_fma((a), (b), (c))
+
+static inline v16f codes16(const uint8_t *p) {
+    v16b u;
+    memcpy(&u, p, 16);
+    return __builtin_convertvector(u, v16f);
+}
+
+static inline v16f halves16(const uint8_t *p) {
+    v16h h;
+    memcpy(&h, p, 32);
+    return __builtin_convertvector(h, v16f);
+}
+
+static inline float half1(const uint8_t *p) {
+    _Float16 h;
+    memcpy(&h, p, 2);
+    return (float)h;
+}
+
+static inline void store16(float *p, v16f v) { memcpy(p, &v, 64); }
+
+void pagoda_attn_scores_u8(const float *q, const float *qsum, int64_t rows, const uint8_t *run, int64_t bs, int64_t n,
+                           int64_t hd, float *scores, int64_t ld) {
+    const int64_t groups = hd / 16;
+    const uint8_t *scale = run + hd * bs, *minimum = scale + 2 * groups * bs;
+    for (int64_t j0 = 0; j0 < n; j0 += 16) {
+        const uint8_t *k = run + j0;
+        int64_t r = 0;
+        // Three rows at a time (a group of query heads sharing the KV head): six chains, each key vector
+        // loaded once for all three.
+        for (; r + 3 <= rows; r += 3) {
+            const float *q0 = q + r * hd, *q1 = q0 + hd, *q2 = q1 + hd;
+            v16f s0 = 0, s1 = 0, s2 = 0;
+            for (int64_t g = 0; g < groups; g++) {
+                v16f a0 = 0, b0 = 0, a1 = 0, b1 = 0, a2 = 0, b2 = 0;
+                for (int64_t d = g * 16; d < g * 16 + 16; d += 2) {
+                    const v16f ke = codes16(k + d * bs), ko = codes16(k + (d + 1) * bs);
+                    a0 = FMA((v16f)q0[d], ke, a0); b0 = FMA((v16f)q0[d + 1], ko, b0);
+                    a1 = FMA((v16f)q1[d], ke, a1); b1 = FMA((v16f)q1[d + 1], ko, b1);
+                    a2 = FMA((v16f)q2[d], ke, a2); b2 = FMA((v16f)q2[d + 1], ko, b2);
+                }
+                const v16f sc = halves16(scale + 2 * (g * bs + j0)), mn = halves16(minimum + 2 * (g * bs + j0));
+                s0 = FMA(a0 + b0, sc, s0); s0 = FMA((v16f)qsum[r * groups + g], mn, s0);
+                s1 = FMA(a1 + b1, sc, s1); s1 = FMA((v16f)qsum[(r + 1) * groups + g], mn, s1);
+                s2 = FMA(a2 + b2, sc, s2); s2 = FMA((v16f)qsum[(r + 2) * groups + g], mn, s2);
+            }
+            store16(scores + r * ld + j0, s0);
+            store16(scores + (r + 1) * ld + j0, s1);
+            store16(scores + (r + 2) * ld + j0, s2);
+        }
+        for (; r < rows; r++) {
+            const float *q0 = q + r * hd;
+            v16f s0 = 0;
+            for (int64_t g = 0; g < groups; g++) {
+                v16f a0 = 0, b0 = 0;
+                for (int64_t d = g * 16; d < g * 16 + 16; d += 2) {
+                    a0 = FMA((v16f)q0[d], codes16(k + d * bs), a0);
+                    b0 = FMA((v16f)q0[d + 1], codes16(k + (d + 1) * bs), b0);
+                }
+                const v16f sc = halves16(scale + 2 * (g * bs + j0)), mn = halves16(minimum + 2 * (g * bs + j0));
+                s0 = FMA(a0 + b0, sc, s0); s0 = FMA((v16f)qsum[r * groups + g], mn, s0);
+            }
+            store16(scores + r * ld + j0, s0);
+        }
+    }
+}
+
+/// R rows (1 to 4) of acc over 16·C columns starting at column c0: for each key in order, the row's probability
+/// times the key's scale weights its codes (one fused multiply-add per element), and the probability times the
+/// key's minimum goes into the row's separate sum, added at the end.
+static inline __attribute__((always_inline)) void values_rows(float *acc, const int R, const float *probs, int64_t ldp,
+                                                              int64_t keys, int64_t start, const int32_t *table,
+                                                              const uint8_t *head0, int64_t bs, int64_t stride,
+                                                              int64_t hd, int64_t c0, const int C) {
+    v16f a[4][4];
+    float z[4] = {0, 0, 0, 0};
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < C; c++) a[r][c] = 0;
+    int64_t j = 0;
+    while (j < keys) {
+        const int64_t pos = start + j, slot = pos % bs;
+        const int64_t n = bs - slot < keys - j ? bs - slot : keys - j;
+        const uint8_t *base = head0 + (int64_t)table[pos / bs] * stride;
+        const uint8_t *codes = base + slot * hd + c0, *scale = base + bs * hd + 2 * slot, *minimum = scale + 2 * bs;
+        for (int64_t e = j + n; j < e; j++) {
+            v16f v[4];
+            for (int c = 0; c < C; c++) v[c] = codes16(codes + 16 * c);
+            const float s = half1(scale), m = half1(minimum);
+            for (int r = 0; r < R; r++) {
+                const float p = probs[r * ldp + j];
+                const v16f w = (v16f)(p * s);
+                z[r] = __builtin_fmaf(p, m, z[r]);
+                for (int c = 0; c < C; c++) a[r][c] = FMA(w, v[c], a[r][c]);
+            }
+            codes += hd;
+            scale += 2;
+            minimum += 2;
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < C; c++) store16(acc + r * hd + c0 + 16 * c, a[r][c] + (v16f)z[r]);
+}
+
+void pagoda_attn_values_u8(float *acc, int64_t rows, const float *probs, int64_t ldp, int64_t keys, int64_t start,
+                           const int32_t *table, const uint8_t *head0, int64_t bs, int64_t stride, int64_t hd) {
+    for (int64_t c0 = 0; c0 < hd; c0 += 64) {
+        const int C = hd - c0 >= 64 ? 4 : (int)((hd - c0) / 16);
+#define CASE(R)                                                                                                  \
+    case R:                                                                                                      \
+        if (C == 4) values_rows(acc, R, probs, ldp, keys, start, table, head0, bs, stride, hd, c0, 4);           \
+        else if (C == 3) values_rows(acc, R, probs, ldp, keys, start, table, head0, bs, stride, hd, c0, 3);      \
+        else if (C == 2) values_rows(acc, R, probs, ldp, keys, start, table, head0, bs, stride, hd, c0, 2);      \
+        else values_rows(acc, R, probs, ldp, keys, start, table, head0, bs, stride, hd, c0, 1);                  \
+        break;
+        switch (rows) {
+            CASE(1)
+            CASE(2)
+            CASE(3)
+            default: CASE(4)
+        }
+#undef CASE
+    }
+}
+
+/// x[0 ..< 16·W] (W vectors) as codes (code i at codes + i·stride) with the fp16 scale (max − min)/255 and
+/// minimum, each code the nearest of 0…255 to (x − min)/scale.
+static inline __attribute__((always_inline)) void quantize_u8(const float *x, const int W, uint8_t *codes,
+                                                              int64_t stride, uint8_t *scale, uint8_t *minimum) {
+    v16f v[8], lo, hi;
+    for (int w = 0; w < W; w++) memcpy(&v[w], x + 16 * w, 64);
+    lo = v[0];
+    hi = v[0];
+    for (int w = 1; w < W; w++) {
+        lo = __builtin_elementwise_min(lo, v[w]);
+        hi = __builtin_elementwise_max(hi, v[w]);
+    }
+    const float l = __builtin_reduce_min(lo), h = __builtin_reduce_max(hi);
+    const _Float16 sh = (_Float16)((h - l) / 255.0f), zh = (_Float16)l;
+    memcpy(scale, &sh, 2);
+    memcpy(minimum, &zh, 2);
+    const float s = (float)sh, z = (float)zh;
+    const float inv = s > 0 && s <= 65504.0f ? 1.0f / s : 0.0f;
+    for (int w = 0; w < W; w++) {
+        v16f u = __builtin_elementwise_roundeven((v[w] - (v16f)z) * (v16f)inv);
+        u = __builtin_elementwise_min(__builtin_elementwise_max(u, (v16f)0.0f), (v16f)255.0f);
+        const v16b c = __builtin_convertvector(u, v16b);
+        if (stride == 1) {
+            memcpy(codes + 16 * w, &c, 16);
+        } else {
+            for (int i = 0; i < 16; i++) codes[(16 * w + i) * stride] = c[i];
+        }
+    }
+}
+
+void pagoda_kv_store_u8(uint8_t *keys, uint8_t *values, int64_t slot, int64_t bs, int64_t hd, int64_t kv_heads,
+                        const float *k, const float *v) {
+    const int64_t groups = hd / 16;
+    const int64_t key_run = bs * hd + 4 * groups * bs, value_run = bs * hd + 4 * bs;
+    for (int64_t h = 0; h < kv_heads; h++) {
+        uint8_t *kr = keys + h * key_run, *vr = values + h * value_run;
+        for (int64_t g = 0; g < groups; g++)
+            quantize_u8(k + h * hd + 16 * g, 1, kr + 16 * g * bs + slot, bs, kr + bs * hd + 2 * (g * bs + slot),
+                        kr + bs * hd + 2 * groups * bs + 2 * (g * bs + slot));
+        uint8_t *sc = vr + bs * hd + 2 * slot, *mn = vr + bs * hd + 2 * bs + 2 * slot;
+        const float *vh = v + h * hd;
+        switch (hd) {
+            case 64: quantize_u8(vh, 4, vr + slot * hd, 1, sc, mn); break;
+            case 128: quantize_u8(vh, 8, vr + slot * hd, 1, sc, mn); break;
+            default: {
+                // Other widths: the same arithmetic one element at a time.
+                float l = vh[0], hi = vh[0];
+                for (int64_t i = 1; i < hd; i++) { l = vh[i] < l ? vh[i] : l; hi = vh[i] > hi ? vh[i] : hi; }
+                const _Float16 sh = (_Float16)((hi - l) / 255.0f), zh = (_Float16)l;
+                memcpy(sc, &sh, 2);
+                memcpy(mn, &zh, 2);
+                const float s = (float)sh, z = (float)zh;
+                const float inv = s > 0 && s <= 65504.0f ? 1.0f / s : 0.0f;
+                for (int64_t i = 0; i < hd; i++) {
+                    float u = __builtin_roundevenf((vh[i] - z) * inv);
+                    u = u < 0 ? 0 : (u > 255 ? 255 : u);
+                    vr[slot * hd + i] = (uint8_t)u;
+                }
+            }
+        }
+    }
+}
