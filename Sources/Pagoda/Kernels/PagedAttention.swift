@@ -83,7 +83,8 @@ public struct LayerKV: @unchecked Sendable {
                            Int64(row % bs), Int64(bs), Int64(headDim), Int64(kvHeads), k, v)
     }
 
-    /// Dimension `d` of KV head `h`'s key (`keys`) or value at cache row `row`, as the attention kernels read it.
+    /// Dimension `d` of KV head `h`'s key (`keys`) or value at cache row `row` as stored (for u8, min + scale·code;
+    /// the kernels take the same codes, scales and minima as scale·Σ q·code + min·Σ q per group).
     public func element(keys isKey: Bool, row: Int, head h: Int, dim d: Int, kvHeads: Int, headDim: Int, blockSize bs: Int) -> Float {
         guard dtype == .u8 else {
             return isKey ? key(at: Self.keyIndex(row: row, head: h, dim: d, kvHeads: kvHeads, headDim: headDim, blockSize: bs))
