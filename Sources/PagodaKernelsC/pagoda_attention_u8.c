@@ -137,15 +137,16 @@ void pagoda_attn_values_u8(float *acc, int64_t rows, const float *probs, int64_t
 
 /// x[0 ..< 16·W] (W vectors) as codes (code i at codes + i·stride) with the fp16 scale (max − min)/255 and
 /// minimum, each code the nearest of 0…255 to (x − min)/scale.
-static inline __attribute__((always_inline)) void quantize_u8(const float *x, const int W, uint8_t *codes,
+static inline __attribute__((always_inline)) void quantize_u8(const float *x, int64_t W, uint8_t *codes,
                                                               int64_t stride, uint8_t *scale, uint8_t *minimum) {
-    v16f v[8], lo, hi;
-    for (int w = 0; w < W; w++) memcpy(&v[w], x + 16 * w, 64);
-    lo = v[0];
-    hi = v[0];
-    for (int w = 1; w < W; w++) {
-        lo = __builtin_elementwise_min(lo, v[w]);
-        hi = __builtin_elementwise_max(hi, v[w]);
+    v16f lo, hi;
+    memcpy(&lo, x, 64);
+    hi = lo;
+    for (int64_t w = 1; w < W; w++) {
+        v16f v;
+        memcpy(&v, x + 16 * w, 64);
+        lo = __builtin_elementwise_min(lo, v);
+        hi = __builtin_elementwise_max(hi, v);
     }
     const float l = __builtin_reduce_min(lo), h = __builtin_reduce_max(hi);
     const _Float16 sh = (_Float16)((h - l) / 255.0f), zh = (_Float16)l;
@@ -153,8 +154,10 @@ static inline __attribute__((always_inline)) void quantize_u8(const float *x, co
     memcpy(minimum, &zh, 2);
     const float s = (float)sh, z = (float)zh;
     const float inv = s > 0 && s <= 65504.0f ? 1.0f / s : 0.0f;
-    for (int w = 0; w < W; w++) {
-        v16f u = __builtin_elementwise_roundeven((v[w] - (v16f)z) * (v16f)inv);
+    for (int64_t w = 0; w < W; w++) {
+        v16f v;
+        memcpy(&v, x + 16 * w, 64);
+        v16f u = __builtin_elementwise_roundeven((v - (v16f)z) * (v16f)inv);
         u = __builtin_elementwise_min(__builtin_elementwise_max(u, (v16f)0.0f), (v16f)255.0f);
         const v16b c = __builtin_convertvector(u, v16b);
         if (stride == 1) {
@@ -174,26 +177,6 @@ void pagoda_kv_store_u8(uint8_t *keys, uint8_t *values, int64_t slot, int64_t bs
         for (int64_t g = 0; g < groups; g++)
             quantize_u8(k + h * hd + 16 * g, 1, kr + 16 * g * bs + slot, bs, kr + bs * hd + 2 * (g * bs + slot),
                         kr + bs * hd + 2 * groups * bs + 2 * (g * bs + slot));
-        uint8_t *sc = vr + bs * hd + 2 * slot, *mn = vr + bs * hd + 2 * bs + 2 * slot;
-        const float *vh = v + h * hd;
-        switch (hd) {
-            case 64: quantize_u8(vh, 4, vr + slot * hd, 1, sc, mn); break;
-            case 128: quantize_u8(vh, 8, vr + slot * hd, 1, sc, mn); break;
-            default: {
-                // Other widths: the same arithmetic one element at a time.
-                float l = vh[0], hi = vh[0];
-                for (int64_t i = 1; i < hd; i++) { l = vh[i] < l ? vh[i] : l; hi = vh[i] > hi ? vh[i] : hi; }
-                const _Float16 sh = (_Float16)((hi - l) / 255.0f), zh = (_Float16)l;
-                memcpy(sc, &sh, 2);
-                memcpy(mn, &zh, 2);
-                const float s = (float)sh, z = (float)zh;
-                const float inv = s > 0 && s <= 65504.0f ? 1.0f / s : 0.0f;
-                for (int64_t i = 0; i < hd; i++) {
-                    float u = __builtin_roundevenf((vh[i] - z) * inv);
-                    u = u < 0 ? 0 : (u > 255 ? 255 : u);
-                    vr[slot * hd + i] = (uint8_t)u;
-                }
-            }
-        }
+        quantize_u8(v + h * hd, groups, vr + slot * hd, 1, vr + bs * hd + 2 * slot, vr + bs * hd + 2 * bs + 2 * slot);
     }
 }

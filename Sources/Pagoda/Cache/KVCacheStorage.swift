@@ -86,12 +86,16 @@ public final class KVCacheStorage: @unchecked Sendable {
 
     /// Bytes of one block across all layers (keys and values).
     public static func bytesPerBlock(config: ModelConfig, blockSize: Int, dtype: KVCacheDType) -> Int {
-        config.layerCount * config.kvHeadCount * (dtype.runBytes(blockSize: blockSize, headDim: config.headDim, keys: true)
-            + dtype.runBytes(blockSize: blockSize, headDim: config.headDim, keys: false))
+        bytesPerBlock(layers: config.layerCount, kvHeads: config.kvHeadCount, headDim: config.headDim,
+                      blockSize: blockSize, dtype: dtype)
     }
 
     public var bytesPerBlock: Int {
-        layerCount * kvHeads * (dtype.runBytes(blockSize: blockSize, headDim: headDim, keys: true)
+        Self.bytesPerBlock(layers: layerCount, kvHeads: kvHeads, headDim: headDim, blockSize: blockSize, dtype: dtype)
+    }
+
+    private static func bytesPerBlock(layers: Int, kvHeads: Int, headDim: Int, blockSize: Int, dtype: KVCacheDType) -> Int {
+        layers * kvHeads * (dtype.runBytes(blockSize: blockSize, headDim: headDim, keys: true)
             + dtype.runBytes(blockSize: blockSize, headDim: headDim, keys: false))
     }
     public var totalBytes: Int { bytesPerBlock * blockCount }
