@@ -99,48 +99,121 @@ select_outliers512(const float *x, int64_t nb, const float *bmax, int32_t *oi, f
     }
 }
 
-/// The same arithmetic as the scalar loop below, 32 values in two vectors (max and rounding are exact).
-__attribute__((target("avx512f,avx512bw,avx512vl"))) __attribute__((noinline))
+#define T512Q __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
+
+/// Lane i: max over v[i]'s lanes, for 16 vectors at once (the lanes are halved four times between pairs of
+/// vectors instead of reducing each vector on its own). Max is exact, so the order changes no result.
+T512Q static inline __m512 max16(const __m512 v[16]) {
+    __m512 w[8], z[4], y[2];
+    for (int i = 0; i < 8; i++)  // lanes 0-7: v[2i]'s 8 partial maxima, 8-15: v[2i+1]'s
+        w[i] = _mm512_max_ps(_mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], 0x44), _mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], 0xEE));
+    for (int i = 0; i < 4; i++)  // 128-bit chunk j: v[4i + j]'s 4 partials
+        z[i] = _mm512_max_ps(_mm512_shuffle_f32x4(w[2 * i], w[2 * i + 1], 0x88), _mm512_shuffle_f32x4(w[2 * i], w[2 * i + 1], 0xDD));
+    for (int i = 0; i < 2; i++)  // chunk j: 2 partials of v[8i + j], then 2 of v[8i + 4 + j]
+        y[i] = _mm512_max_ps(_mm512_shuffle_ps(z[2 * i], z[2 * i + 1], 0x44), _mm512_shuffle_ps(z[2 * i], z[2 * i + 1], 0xEE));
+    // chunk j: v[j], v[4 + j], v[8 + j], v[12 + j]
+    const __m512 r = _mm512_max_ps(_mm512_shuffle_ps(y[0], y[1], 0x88), _mm512_shuffle_ps(y[0], y[1], 0xDD));
+    return _mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), r);
+}
+
+/// For 4 vectors of 4-lane partial sums (chunk j of z[p] = sums of 4 × 4 values): lane 4j + p holds chunk j of z[p]'s
+/// total (exact integer sums).
+T512Q static inline __m512i sum4x4(const __m512i z[4]) {
+    const __m512 a = _mm512_castsi512_ps(z[0]), b = _mm512_castsi512_ps(z[1]);
+    const __m512 c = _mm512_castsi512_ps(z[2]), e = _mm512_castsi512_ps(z[3]);
+    // chunk j: 2 partials of z[0]'s, then 2 of z[1]'s (and z[2], z[3])
+    const __m512i y0 = _mm512_add_epi32(_mm512_castps_si512(_mm512_shuffle_ps(a, b, 0x44)), _mm512_castps_si512(_mm512_shuffle_ps(a, b, 0xEE)));
+    const __m512i y1 = _mm512_add_epi32(_mm512_castps_si512(_mm512_shuffle_ps(c, e, 0x44)), _mm512_castps_si512(_mm512_shuffle_ps(c, e, 0xEE)));
+    const __m512 f = _mm512_castsi512_ps(y0), g = _mm512_castsi512_ps(y1);
+    return _mm512_add_epi32(_mm512_castps_si512(_mm512_shuffle_ps(f, g, 0x88)), _mm512_castps_si512(_mm512_shuffle_ps(f, g, 0xDD)));
+}
+
+/// The same arithmetic as the scalar loop below: 32 values of a block in two vectors, 16 blocks' maxima, scales
+/// and sums at once (max, rounding and integer sums are exact, so every result is the scalar path's).
+T512Q __attribute__((noinline))
 static void quantize_q8_512(const float *x, int64_t tokens, int64_t cols, int8_t *q, float *dx, int32_t *sx, float *dxs,
                             int32_t *sxh, int32_t *oi, float *ov) {
     const int64_t nb = cols / 32;
     const __m512 lim = _mm512_set1_ps(127.0f), nlim = _mm512_set1_ps(-127.0f);
-    float bmax[PAGODA_Q_MAX_COLS / 32];
+    const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    const __m512i ones = _mm512_set1_epi8(1);
+    // sum4x4 of pairs 0-3 then 4-7 of a group: lane 4j + p is chunk j of pair p (j = 0: first half of block 2p,
+    // 1: its second half, 2, 3: block 2p + 1's). Block b's halves, for b in 0 ..< 16:
+    const __m512i first = _mm512_setr_epi32(0, 8, 1, 9, 2, 10, 3, 11, 16, 24, 17, 25, 18, 26, 19, 27);
+    const __m512i second = _mm512_setr_epi32(4, 12, 5, 13, 6, 14, 7, 15, 20, 28, 21, 29, 22, 30, 23, 31);
+    _Alignas(64) float bmax[PAGODA_Q_MAX_COLS / 32];
     for (int64_t t = 0; t < tokens; t++) {
         const float *xr = x + t * cols;
-        for (int64_t b = 0; b < nb; b++) {
-            const __m512 a = _mm512_loadu_ps(xr + b * 32), c = _mm512_loadu_ps(xr + b * 32 + 16);
-            bmax[b] = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(a), _mm512_abs_ps(c)));
+        for (int64_t b0 = 0; b0 < nb; b0 += 16) {
+            const int n = nb - b0 < 16 ? (int)(nb - b0) : 16;
+            __m512 m[16];
+            for (int i = 0; i < 16; i++) {
+                const float *xb = xr + (b0 + i) * 32;
+                m[i] = i < n ? _mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(xb)), _mm512_abs_ps(_mm512_loadu_ps(xb + 16)))
+                             : _mm512_setzero_ps();
+            }
+            _mm512_store_ps(bmax + b0, max16(m));
         }
         int32_t *oir = oi + t * NOUT;
         select_outliers512(xr, nb, bmax, oir, ov + t * NOUT);
-        for (int64_t b = 0; b < nb; b++) {
-            const float *xb = xr + b * 32;
-            int8_t *qb = q + t * cols + b * 32;
-            __m512 a = _mm512_loadu_ps(xb), c = _mm512_loadu_ps(xb + 16);
-            float amax = bmax[b];
-            const uint32_t om = outlier_mask(oir, b);
-            if (om) {
-                a = _mm512_maskz_mov_ps((__mmask16)~om, a);
-                c = _mm512_maskz_mov_ps((__mmask16)~(om >> 16), c);
-                amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(a), _mm512_abs_ps(c)));
+        int8_t *qr = q + t * cols;
+        for (int64_t b0 = 0; b0 < nb; b0 += 16) {
+            const int n = nb - b0 < 16 ? (int)(nb - b0) : 16;
+            const __mmask16 live = (__mmask16)((1u << n) - 1u);
+            // The group's maxima, those of blocks holding an outlier taken without it.
+            __m512 amax = _mm512_load_ps(bmax + b0);
+            for (int k = 0; k < NOUT; k++) {
+                const int64_t b = oir[k] >> 5;
+                if (b < b0 || b >= b0 + n) continue;
+                const uint32_t om = outlier_mask(oir, b);
+                const __m512 a = _mm512_maskz_loadu_ps((__mmask16)~om, xr + b * 32);
+                const __m512 c = _mm512_maskz_loadu_ps((__mmask16)~(om >> 16), xr + b * 32 + 16);
+                const float bm = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(a), _mm512_abs_ps(c)));
+                amax = _mm512_mask_mov_ps(amax, (__mmask16)(1u << (b - b0)), _mm512_set1_ps(bm));
             }
-            const float d = amax / 127.0f;
-            const float id = amax > 0.0f ? 127.0f / amax : 0.0f;
-            const __m512 iv = _mm512_set1_ps(id);
-            __m512 ra = _mm512_roundscale_ps(_mm512_mul_ps(a, iv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-            __m512 rc = _mm512_roundscale_ps(_mm512_mul_ps(c, iv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-            ra = _mm512_min_ps(lim, _mm512_max_ps(nlim, ra));
-            rc = _mm512_min_ps(lim, _mm512_max_ps(nlim, rc));
-            const __m512i ia = _mm512_cvtps_epi32(ra), ic = _mm512_cvtps_epi32(rc);
-            _mm_storeu_si128((__m128i *)qb, _mm512_cvtepi32_epi8(ia));
-            _mm_storeu_si128((__m128i *)(qb + 16), _mm512_cvtepi32_epi8(ic));
-            const int32_t sh = _mm512_reduce_add_epi32(ia);
-            const int32_t s = sh + _mm512_reduce_add_epi32(ic);
-            dx[t * nb + b] = d;
-            sx[t * nb + b] = s;
-            sxh[t * nb + b] = sh;
-            dxs[t * nb + b] = d * (float)s;
+            const __m512 d = _mm512_div_ps(amax, lim);
+            const __m512 id = _mm512_maskz_div_ps(_mm512_cmp_ps_mask(amax, _mm512_setzero_ps(), _CMP_GT_OQ), lim, amax);
+            __m512i z[8];
+            for (int p = 0; p < 8; p++) {
+                __m512i codes[4];
+                for (int h = 0; h < 2; h++) {
+                    const int i = 2 * p + h;
+                    if (i >= n) {
+                        codes[2 * h] = codes[2 * h + 1] = _mm512_setzero_si512();
+                        continue;
+                    }
+                    const float *xb = xr + (b0 + i) * 32;
+                    const uint32_t om = outlier_mask(oir, b0 + i);
+                    const __m512 iv = _mm512_permutexvar_ps(_mm512_set1_epi32(i), id);
+                    const __m512 a = _mm512_mul_ps(_mm512_maskz_loadu_ps((__mmask16)~om, xb), iv);
+                    const __m512 c = _mm512_mul_ps(_mm512_maskz_loadu_ps((__mmask16)~(om >> 16), xb + 16), iv);
+                    // Clamping before rounding to the nearest (ties to even) equals clamping after: the bounds are
+                    // integers.
+                    codes[2 * h] = _mm512_cvt_roundps_epi32(_mm512_min_ps(lim, _mm512_max_ps(nlim, a)),
+                                                            _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+                    codes[2 * h + 1] = _mm512_cvt_roundps_epi32(_mm512_min_ps(lim, _mm512_max_ps(nlim, c)),
+                                                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+                }
+                if (2 * p >= n) {
+                    z[p] = _mm512_setzero_si512();
+                    continue;
+                }
+                // Two blocks' codes: saturating packs (exact: every code is within ±127) interleave the 128-bit
+                // lanes, one permutation puts the 64 bytes in order. Their sums per 4 bytes come from vpdpbusd.
+                const __m512i bytes = _mm512_permutexvar_epi32(order, _mm512_packs_epi16(_mm512_packs_epi32(codes[0], codes[1]),
+                                                                                        _mm512_packs_epi32(codes[2], codes[3])));
+                int8_t *qb = qr + (b0 + 2 * p) * 32;
+                if (2 * p + 1 < n) _mm512_storeu_si512((void *)qb, bytes);
+                else _mm256_storeu_si256((__m256i *)qb, _mm512_castsi512_si256(bytes));
+                z[p] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), ones, bytes);
+            }
+            const __m512i r0 = sum4x4(z), r1 = sum4x4(z + 4);
+            const __m512i h1 = _mm512_permutex2var_epi32(r0, first, r1), h2 = _mm512_permutex2var_epi32(r0, second, r1);
+            const __m512i s = _mm512_add_epi32(h1, h2);
+            _mm512_mask_storeu_ps(dx + t * nb + b0, live, d);
+            _mm512_mask_storeu_epi32(sx + t * nb + b0, live, s);
+            _mm512_mask_storeu_epi32(sxh + t * nb + b0, live, h1);
+            _mm512_mask_storeu_ps(dxs + t * nb + b0, live, _mm512_mul_ps(d, _mm512_cvtepi32_ps(s)));
         }
     }
 }

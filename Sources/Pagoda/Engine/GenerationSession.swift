@@ -61,11 +61,40 @@ public enum LogProbs {
     }
 
     public static func argmax(_ logits: [Float]) -> Int {
-        var bi = 0
-        var bv = -Float.infinity
-        for (i, x) in logits.enumerated() where x > bv {
-            bv = x
-            bi = i
+        logits.withUnsafeBufferPointer { argmax($0) }
+    }
+
+    /// The id of the largest logit, the lowest id among equals (NaN never wins; 0 when no logit exceeds −∞).
+    /// Sixteen lanes each keep their first maximum; the lanes' best, lowest id first, is the first maximum.
+    public static func argmax(_ logits: UnsafeBufferPointer<Float>) -> Int {
+        typealias V = SIMD16<Float>
+        typealias I = SIMD16<Int32>
+        guard let p = logits.baseAddress else { return 0 }
+        let n = logits.count
+        var best = V(repeating: -.infinity), bestId = I(repeating: 0)
+        var ids = I(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
+        var i = 0
+        if n < Int(Int32.max) {
+            while i + 16 <= n {
+                let v = UnsafeRawPointer(p + i).loadUnaligned(as: V.self)
+                let better = v .> best
+                best.replace(with: v, where: better)
+                bestId.replace(with: ids, where: better)
+                ids &+= 16
+                i += 16
+            }
+        }
+        var bv = -Float.infinity, bi = 0
+        for lane in 0..<16 where best[lane] > bv || (best[lane] == bv && best[lane] > -.infinity && Int(bestId[lane]) < bi) {
+            bv = best[lane]
+            bi = Int(bestId[lane])
+        }
+        while i < n {
+            if p[i] > bv {
+                bv = p[i]
+                bi = i
+            }
+            i += 1
         }
         return bi
     }

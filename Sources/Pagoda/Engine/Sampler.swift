@@ -20,6 +20,14 @@ public struct Sampler {
     public mutating func sample(_ logits: UnsafeBufferPointer<Float>, for request: Request, rng: inout Xoshiro256) -> Result {
         let p = request.params
         let v = logits.count
+        // Greedy with nothing that changes the logits (the common case of a batch job): the argmax of the row
+        // itself, without a copy.
+        let adjusts = !p.logitBias.isEmpty || p.repetitionPenalty != 1 || p.presencePenalty != 0
+            || p.frequencyPenalty != 0 || request.outputTokenIds.count < p.minTokens
+        if (p.isGreedy || p.topK == 1) && !adjusts {
+            let token = LogProbs.argmax(logits)
+            return Result(token: token, logprob: logprob(of: token, logits, p))
+        }
         if work.count != v { work = [Float](repeating: 0, count: v) }
         work.withUnsafeMutableBufferPointer { w in
             _ = w.initialize(from: logits)
@@ -45,17 +53,19 @@ public struct Sampler {
         }
         let token: Int
         if p.isGreedy || p.topK == 1 {
-            token = LogProbs.argmax(work)
+            token = work.withUnsafeBufferPointer { LogProbs.argmax($0) }
         } else {
             token = drawToken(p, rng: &rng)
         }
-        var lp: TokenLogprob?
-        if let k = p.logprobs {
-            let raw = Array(logits)
-            let lse = LogProbs.logSumExp(raw)
-            lp = TokenLogprob(token: token, logprob: raw[token] - lse, top: LogProbs.top(raw, k: k).map { ($0.id, $0.logprob) })
-        }
-        return Result(token: token, logprob: lp)
+        return Result(token: token, logprob: logprob(of: token, logits, p))
+    }
+
+    /// The chosen token's log-probability and the top `logprobs` under the model's raw distribution, if asked for.
+    private func logprob(of token: Int, _ logits: UnsafeBufferPointer<Float>, _ p: SamplingParams) -> TokenLogprob? {
+        guard let k = p.logprobs else { return nil }
+        let raw = Array(logits)
+        let lse = LogProbs.logSumExp(raw)
+        return TokenLogprob(token: token, logprob: raw[token] - lse, top: LogProbs.top(raw, k: k).map { ($0.id, $0.logprob) })
     }
 
     /// Temperature, then top_k / top_p / min_p over the sorted candidates, then one draw.

@@ -33,6 +33,29 @@ final class SamplingTests: XCTestCase {
         XCTAssertEqual(minP1.tokenIds, greedy.tokenIds, "min_p = 1 keeps only the best token")
     }
 
+    /// The vectorized argmax is the first maximum, as a plain loop finds it: ties (across and within lanes),
+    /// NaN, ±∞, all −∞, and lengths around the 16-lane vectors.
+    func testArgmaxIsTheFirstMaximum() {
+        func reference(_ x: [Float]) -> Int {
+            var bi = 0, bv = -Float.infinity
+            for (i, v) in x.enumerated() where v > bv { bv = v; bi = i }
+            return bi
+        }
+        var rng = Xoshiro256(seed: 11)
+        for n in [0, 1, 5, 15, 16, 17, 31, 32, 33, 100, 49152 + 7] {
+            for trial in 0..<6 {
+                // Few distinct values, so maxima repeat within and across lanes.
+                var x = (0..<n).map { _ in Float(Int(rng.nextUnit() * 6)) - 3 }
+                if trial == 1, n > 3 { x[n / 2] = .nan; x[n - 1] = .nan }
+                if trial == 2 { x = x.map { $0 > 1 ? .infinity : $0 } }
+                if trial == 3 { x = [Float](repeating: -.infinity, count: n) }
+                if trial == 4, n > 0 { x[n - 1] = 100 }  // the maximum in the scalar tail
+                if trial == 5 { x = x.map { _ in .nan } }
+                XCTAssertEqual(LogProbs.argmax(x), reference(x), "n=\(n) trial \(trial)")
+            }
+        }
+    }
+
     func testSeededRequestRepeatsWhateverElseRuns() throws {
         let p = sampled { $0.seed = 1234 }
         let alone = try run(p)

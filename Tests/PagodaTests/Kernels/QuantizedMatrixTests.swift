@@ -129,10 +129,15 @@ final class QuantizedMatrixTests: XCTestCase {
     }
 
     /// The vectorized activation quantizer equals the scalar one bit for bit (values, scales, sums), with
-    /// all-zero blocks, ties at .5 and outliers included.
+    /// all-zero blocks, ties at .5 and outliers included; rows of 8, 17 and 33 blocks (the vector path works on
+    /// groups of 16 blocks, then a part, even or odd).
     func testActivationQuantizationPathsAgree() {
-        let cols = 256, tokens = 9
-        var x = randomActivations(tokens * cols, seed: 41)
+        for cols in [256, 544, 1056] { checkActivationQuantizationPathsAgree(cols: cols) }
+    }
+
+    func checkActivationQuantizationPathsAgree(cols: Int) {
+        let tokens = 9
+        var x = randomActivations(tokens * cols, seed: 41 + UInt64(cols))
         for j in 0..<32 { x[32 + j] = 0 }                              // an all-zero block
         for j in 0..<32 { x[64 + j] = Float(j - 16) * 127 / 16 / 127 }  // exact multiples: ties after scaling
         x[100] = -1e6
