@@ -32,6 +32,16 @@ static inline float half1(const uint8_t *p) {
 
 static inline void store16(float *p, v16f v) { memcpy(p, &v, 64); }
 
+/// The 16 lanes' sum by halves (a fixed order).
+static inline float sum16(v16f v) {
+    const v16f a = v;
+    float h8[8], h4[4], h2[2];
+    for (int i = 0; i < 8; i++) h8[i] = a[i] + a[i + 8];
+    for (int i = 0; i < 4; i++) h4[i] = h8[i] + h8[i + 4];
+    for (int i = 0; i < 2; i++) h2[i] = h4[i] + h4[i + 2];
+    return h2[0] + h2[1];
+}
+
 void pagoda_attn_scores_u8(const float *q, const float *qsum, int64_t rows, const uint8_t *run, int64_t bs, int64_t n,
                            int64_t hd, float *scores, int64_t ld) {
     const int64_t groups = hd / 16;
@@ -39,8 +49,27 @@ void pagoda_attn_scores_u8(const float *q, const float *qsum, int64_t rows, cons
     for (int64_t j0 = 0; j0 < n; j0 += 16) {
         const uint8_t *k = run + j0;
         int64_t r = 0;
-        // Three rows at a time (a group of query heads sharing the KV head): six chains, each key vector
-        // loaded once for all three.
+        // Six rows at a time (prompt tiles), then three (a group of query heads sharing the KV head): each key
+        // vector is converted once for all of them. Every row's chains are the same in each loop.
+        for (; r + 6 <= rows; r += 6) {
+            v16f s[6] = {0, 0, 0, 0, 0, 0};
+            for (int64_t g = 0; g < groups; g++) {
+                v16f a[6] = {0, 0, 0, 0, 0, 0}, b[6] = {0, 0, 0, 0, 0, 0};
+                for (int64_t d = g * 16; d < g * 16 + 16; d += 2) {
+                    const v16f ke = codes16(k + d * bs), ko = codes16(k + (d + 1) * bs);
+                    for (int i = 0; i < 6; i++) {
+                        a[i] = FMA((v16f)q[(r + i) * hd + d], ke, a[i]);
+                        b[i] = FMA((v16f)q[(r + i) * hd + d + 1], ko, b[i]);
+                    }
+                }
+                const v16f sc = halves16(scale + 2 * (g * bs + j0)), mn = halves16(minimum + 2 * (g * bs + j0));
+                for (int i = 0; i < 6; i++) {
+                    s[i] = FMA(a[i] + b[i], sc, s[i]);
+                    s[i] = FMA((v16f)qsum[(r + i) * groups + g], mn, s[i]);
+                }
+            }
+            for (int i = 0; i < 6; i++) store16(scores + (r + i) * ld + j0, s[i]);
+        }
         for (; r + 3 <= rows; r += 3) {
             const float *q0 = q + r * hd, *q1 = q0 + hd, *q2 = q1 + hd;
             v16f s0 = 0, s1 = 0, s2 = 0;
@@ -78,60 +107,97 @@ void pagoda_attn_scores_u8(const float *q, const float *qsum, int64_t rows, cons
     }
 }
 
-/// R rows (1 to 4) of acc over 16·C columns starting at column c0: for each key in order, the row's probability
-/// times the key's scale weights its codes (one fused multiply-add per element), and the probability times the
-/// key's minimum goes into the row's separate sum, added at the end.
+/// Keys per window of the value pass: each row's probabilities times the keys' scales are formed for a window,
+/// then the window's codes are weighted by them.
+#define VALUE_WINDOW 256
+
+/// R rows (1 to PAGODA_ATTN_VALUE_ROWS) of acc over 16·C columns from column c0, the keys [j0, j0 + n) (n ≤
+/// VALUE_WINDOW): for each key in order, w[r][key] (the row's probability times the key's scale) weights its codes,
+/// one fused multiply-add per element; each value row is converted once for all R rows.
+static inline __attribute__((always_inline)) void values_window(v16f a[PAGODA_ATTN_VALUE_ROWS][4], const int R,
+                                                                const float *w, int64_t j0, int64_t n, int64_t start,
+                                                                const int32_t *table, const uint8_t *head0, int64_t bs,
+                                                                int64_t stride, int64_t hd, int64_t c0, const int C) {
+    int64_t j = 0;
+    while (j < n) {
+        const int64_t pos = start + j0 + j, slot = pos % bs;
+        const int64_t m = bs - slot < n - j ? bs - slot : n - j;
+        const uint8_t *codes = head0 + (int64_t)table[pos / bs] * stride + slot * hd + c0;
+        for (int64_t e = j + m; j < e; j++) {
+            v16f v[4];
+            for (int c = 0; c < C; c++) v[c] = codes16(codes + 16 * c);
+            for (int r = 0; r < R; r++) {
+                const v16f wr = (v16f)w[r * VALUE_WINDOW + j];
+                for (int c = 0; c < C; c++) a[r][c] = FMA(wr, v[c], a[r][c]);
+            }
+            codes += hd;
+        }
+    }
+}
+
 static inline __attribute__((always_inline)) void values_rows(float *acc, const int R, const float *probs, int64_t ldp,
                                                               int64_t keys, int64_t start, const int32_t *table,
                                                               const uint8_t *head0, int64_t bs, int64_t stride,
-                                                              int64_t hd, int64_t c0, const int C) {
-    v16f a[4][4];
-    float z[4] = {0, 0, 0, 0};
-    for (int r = 0; r < R; r++)
-        for (int c = 0; c < C; c++) a[r][c] = 0;
-    int64_t j = 0;
-    while (j < keys) {
-        const int64_t pos = start + j, slot = pos % bs;
-        const int64_t n = bs - slot < keys - j ? bs - slot : keys - j;
-        const uint8_t *base = head0 + (int64_t)table[pos / bs] * stride;
-        const uint8_t *codes = base + slot * hd + c0, *scale = base + bs * hd + 2 * slot, *minimum = scale + 2 * bs;
-        for (int64_t e = j + n; j < e; j++) {
-            v16f v[4];
-            for (int c = 0; c < C; c++) v[c] = codes16(codes + 16 * c);
-            const float s = half1(scale), m = half1(minimum);
-            for (int r = 0; r < R; r++) {
-                const float p = probs[r * ldp + j];
-                const v16f w = (v16f)(p * s);
-                z[r] = __builtin_fmaf(p, m, z[r]);
-                for (int c = 0; c < C; c++) a[r][c] = FMA(w, v[c], a[r][c]);
+                                                              int64_t hd) {
+    v16f a[PAGODA_ATTN_VALUE_ROWS][4], z[PAGODA_ATTN_VALUE_ROWS];
+    float w[PAGODA_ATTN_VALUE_ROWS * VALUE_WINDOW];
+    for (int r = 0; r < R; r++) z[r] = 0;
+    const int64_t chunks = (hd + 63) / 64;
+    // Columns beyond the first 64 (heads wider than 64) run as further passes over the same keys; their sums are
+    // kept in acc between windows (an exact fp32 round trip).
+    for (int64_t w0 = 0; w0 < keys; w0 += VALUE_WINDOW) {
+        const int64_t n = keys - w0 < VALUE_WINDOW ? keys - w0 : VALUE_WINDOW;
+        // w = probability × scale, 16 keys at a time (a chunk of 16 keys lies in one block: partitions and
+        // blocks start at multiples of 16); the probability × minimum goes into the row's lane sums z.
+        for (int64_t j = 0; j < n; j += 16) {
+            const int64_t pos = start + w0 + j, slot = pos % bs;
+            const uint8_t *base = head0 + (int64_t)table[pos / bs] * stride;
+            const int64_t live = n - j < 16 ? n - j : 16;
+            v16f sc = halves16(base + bs * hd + 2 * slot), mn = halves16(base + bs * hd + 2 * bs + 2 * slot);
+            if (live < 16) {
+                for (int64_t i = live; i < 16; i++) sc[i] = mn[i] = 0;  // slots not yet written
             }
-            codes += hd;
-            scale += 2;
-            minimum += 2;
+            for (int r = 0; r < R; r++) {
+                v16f p;
+                memcpy(&p, probs + r * ldp + w0 + j, 64);
+                if (live < 16) {
+                    for (int64_t i = live; i < 16; i++) p[i] = 0;
+                }
+                store16(w + r * VALUE_WINDOW + j, p * sc);
+                z[r] = FMA(p, mn, z[r]);
+            }
+        }
+        for (int64_t ch = 0; ch < chunks; ch++) {
+            const int64_t c0 = 64 * ch;
+            const int C = hd - c0 >= 64 ? 4 : (int)((hd - c0) / 16);
+            for (int r = 0; r < R; r++)
+                for (int c = 0; c < C; c++) {
+                    if (w0 == 0) a[r][c] = 0;
+                    else memcpy(&a[r][c], acc + r * hd + c0 + 16 * c, 64);
+                }
+            if (C == 4) values_window(a, R, w, w0, n, start, table, head0, bs, stride, hd, c0, 4);
+            else if (C == 3) values_window(a, R, w, w0, n, start, table, head0, bs, stride, hd, c0, 3);
+            else if (C == 2) values_window(a, R, w, w0, n, start, table, head0, bs, stride, hd, c0, 2);
+            else values_window(a, R, w, w0, n, start, table, head0, bs, stride, hd, c0, 1);
+            const int last = w0 + VALUE_WINDOW >= keys;
+            for (int r = 0; r < R; r++) {
+                // The minima's sum by halves (a fixed order), added once at the end.
+                const v16f zr = last ? (v16f)sum16(z[r]) : (v16f)0;
+                for (int c = 0; c < C; c++) store16(acc + r * hd + c0 + 16 * c, last ? a[r][c] + zr : a[r][c]);
+            }
         }
     }
-    for (int r = 0; r < R; r++)
-        for (int c = 0; c < C; c++) store16(acc + r * hd + c0 + 16 * c, a[r][c] + (v16f)z[r]);
 }
 
 void pagoda_attn_values_u8(float *acc, int64_t rows, const float *probs, int64_t ldp, int64_t keys, int64_t start,
                            const int32_t *table, const uint8_t *head0, int64_t bs, int64_t stride, int64_t hd) {
-    for (int64_t c0 = 0; c0 < hd; c0 += 64) {
-        const int C = hd - c0 >= 64 ? 4 : (int)((hd - c0) / 16);
-#define CASE(R)                                                                                                  \
-    case R:                                                                                                      \
-        if (C == 4) values_rows(acc, R, probs, ldp, keys, start, table, head0, bs, stride, hd, c0, 4);           \
-        else if (C == 3) values_rows(acc, R, probs, ldp, keys, start, table, head0, bs, stride, hd, c0, 3);      \
-        else if (C == 2) values_rows(acc, R, probs, ldp, keys, start, table, head0, bs, stride, hd, c0, 2);      \
-        else values_rows(acc, R, probs, ldp, keys, start, table, head0, bs, stride, hd, c0, 1);                  \
-        break;
-        switch (rows) {
-            CASE(1)
-            CASE(2)
-            CASE(3)
-            default: CASE(4)
-        }
-#undef CASE
+    switch (rows) {
+        case 1: values_rows(acc, 1, probs, ldp, keys, start, table, head0, bs, stride, hd); break;
+        case 2: values_rows(acc, 2, probs, ldp, keys, start, table, head0, bs, stride, hd); break;
+        case 3: values_rows(acc, 3, probs, ldp, keys, start, table, head0, bs, stride, hd); break;
+        case 4: values_rows(acc, 4, probs, ldp, keys, start, table, head0, bs, stride, hd); break;
+        case 5: values_rows(acc, 5, probs, ldp, keys, start, table, head0, bs, stride, hd); break;
+        default: values_rows(acc, 6, probs, ldp, keys, start, table, head0, bs, stride, hd); break;
     }
 }
 

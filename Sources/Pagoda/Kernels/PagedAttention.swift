@@ -456,7 +456,7 @@ struct AttentionSlot {
         let keyStride = plan.kvHeads * keyRun, valueStride = plan.kvHeads * valueRun
         let keys = UnsafePointer(kv.keys.assumingMemoryBound(to: UInt8.self)) + kvh * keyRun
         let values = UnsafePointer(kv.values.assumingMemoryBound(to: UInt8.self)) + kvh * valueRun
-        attendPartition(p, table: table, rows: rows, into: st) { table, pos, end, start in
+        attendPartition(p, table: table, rows: rows, into: st, paddedValueRows: Int(PAGODA_ATTN_VALUE_ROWS)) { table, pos, end, start in
             let block = Int(table[pos / bs])
             if pos + 2 * bs < end { pagoda_prefetch(keys + Int(table[pos / bs + 2]) * keyStride, Int64(keyRun)) }
             pagoda_prefetch(values + block * valueStride, Int64(valueRun))
@@ -470,9 +470,11 @@ struct AttentionSlot {
 
     /// The skeleton of `attend`: `scoreBlock(table, pos, end, start)` writes the scores of the block at `pos`
     /// (keys up to `end`) at column pos − start; then each row's softmax; then `values(table, r, same, keys,
-    /// start)` accumulates rows r ..< r + same (up to four rows of one token, sharing their `keys` count).
+    /// start)` accumulates rows r ..< r + same: up to four rows of one token, sharing their `keys` count, or, with
+    /// `paddedValueRows`, up to that many consecutive rows, each row's probabilities zero past its own keys and
+    /// `keys` their largest count.
     @inline(__always)
-    private func attendPartition(_ p: Int, table: [Int32], rows: Int, into st: SoftmaxState,
+    private func attendPartition(_ p: Int, table: [Int32], rows: Int, into st: SoftmaxState, paddedValueRows: Int = 0,
                                  scoreBlock: (UnsafePointer<Int32>, Int, Int, Int) -> Void,
                                  values: (UnsafePointer<Int32>, Int, Int, Int, Int) -> Void) {
         let bs = plan.blockSize, ld = plan.ldScores
@@ -487,6 +489,32 @@ struct AttentionSlot {
             while pos < end {
                 scoreBlock(table, pos, end, start)
                 pos += min(bs, end - pos)
+            }
+            if paddedValueRows > 0 {
+                let width = end - start
+                for r in 0..<rows {
+                    let nr = min(end, Int(contexts[r])) - start
+                    let row = scores + r * ld
+                    if nr <= 0 {
+                        st.m[r] = -.infinity
+                        st.l[r] = 0
+                        row.update(repeating: 0, count: width)
+                    } else {
+                        (st.m[r], st.l[r]) = softmaxRow(row, n: nr)
+                        // softmaxRow zeroes its last vector's lanes past nr; the rest up to the partition's width.
+                        let written = (nr + 15) / 16 * 16
+                        if written < width { (row + written).update(repeating: 0, count: width - written) }
+                    }
+                }
+                var r = 0
+                while r < rows {
+                    let count = min(paddedValueRows, rows - r)
+                    var keys = 0
+                    for i in r..<r + count { keys = max(keys, min(end, Int(contexts[i])) - start) }
+                    if keys > 0 { values(table, r, count, keys, start) }
+                    r += count
+                }
+                return
             }
             var r = 0
             while r < rows {

@@ -132,8 +132,13 @@ void pagoda_kv_store_u8(uint8_t *keys, uint8_t *values, int64_t slot, int64_t bs
 void pagoda_attn_scores_u8(const float *q, const float *qsum, int64_t rows, const uint8_t *run, int64_t bs, int64_t n,
                            int64_t hd, float *scores, int64_t ld);
 
-/// acc[r][·] = Σ_j probs[r·ldp + j]·value_j for `keys` keys from sequence position `start`, rows 0 ..< rows (1 to
-/// 4); value runs of the head at head0 + table[block]·stride. Each element's sum runs in key order whatever `rows`.
+/// Query rows one call of pagoda_attn_values_u8 accumulates at once (each value row is converted once for all).
+#define PAGODA_ATTN_VALUE_ROWS 6
+
+/// acc[r][·] = Σ_j probs[r·ldp + j]·value_j for `keys` keys from sequence position `start` (a multiple of 16), rows
+/// 0 ..< rows (1 to PAGODA_ATTN_VALUE_ROWS); value runs of the head at head0 + table[block]·stride. A row with fewer
+/// keys has zero probabilities past them. Per element: Σ_j (p_j·scale_j)·code_j in key order, plus Σ_j p_j·min_j
+/// taken in 16 lanes (key j in lane j mod 16) summed by halves; neither depends on `rows` or on keys past the row's.
 void pagoda_attn_values_u8(float *acc, int64_t rows, const float *probs, int64_t ldp, int64_t keys, int64_t start,
                            const int32_t *table, const uint8_t *head0, int64_t bs, int64_t stride, int64_t hd);
 

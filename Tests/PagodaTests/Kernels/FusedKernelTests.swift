@@ -46,10 +46,11 @@ final class FusedKernelTests: XCTestCase {
     func testPagedAttentionMatchesReferenceAndIsBatchInvariant() {
         var rng = Rng(s: 42)
         for dtype in KVCacheDType.allCases {
-        for (heads, kvHeads, headDim, blockSize) in [(9, 3, 64, 16), (6, 2, 80, 5), (4, 1, 24, 7), (3, 3, 5, 4), (8, 2, 128, 16), (4, 2, 22, 32), (2, 1, 7, 16), (6, 2, 32, 32), (4, 4, 48, 16)]
+        for (heads, kvHeads, headDim, blockSize) in [(9, 3, 64, 16), (6, 2, 80, 5), (4, 1, 24, 7), (3, 3, 5, 4), (8, 2, 128, 16), (4, 2, 22, 32), (2, 1, 7, 16), (6, 2, 32, 32), (4, 4, 48, 16), (6, 2, 64, 272)]
         where dtype.supports(headDim: headDim, blockSize: blockSize) {
             // Context per sequence; each sequence has `length` new tokens (prefill). 300 spans two softmax
-            // partitions, so a token alone (few work items) takes the split-and-merge path.
+            // partitions, so a token alone (few work items) takes the split-and-merge path. Blocks of 272 make
+            // partitions longer than the u8 value pass's 256-key window.
             let lengths = headDim >= 64 ? [1, 17, 33, 300] : [1, 17, 33]
             let rowStride = kvHeads * headDim
             let blocksPer = lengths.map { ($0 + blockSize - 1) / blockSize }
