@@ -417,7 +417,7 @@ static void qgemm_scalar(const pagoda_qmat *m, const int8_t *q, const float *dx,
 #ifdef PQ_X86
 // ---------------------------------------------------------------------------------------------------------
 // AVX-512 VNNI: one zmm lane per row; vpdpbusd multiplies 4 unsigned weight codes by 4 broadcast int8
-// activations per lane. Tiles of up to 4 tokens share each block's weights in registers.
+// activations per lane. Tiles of up to 8 tokens share each block's weights in registers.
 
 #define T512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,fma")))
 #define INL __attribute__((always_inline)) static inline
@@ -494,7 +494,7 @@ T512 INL void tile512(const pagoda_qmat *m, const uint8_t *gbase, const uint8_t 
     const __mmask16 mask = (__mmask16)((1u << nr) - 1u);
     // Blocks [b0, b1) of the row: a later range continues the sums an earlier one stored in y (an exact fp32
     // round trip, so splitting the columns changes no result).
-    __m512 acc[4];
+    __m512 acc[8];
     for (int n = 0; n < NT; n++) acc[n] = b0 == 0 ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(mask, y + (t0 + n) * ldy + r0);
     for (int64_t b = b0; b < b1; b++) {
         const uint8_t *blk = gbase + b * bb;
@@ -607,6 +607,7 @@ static inline int64_t qcolumn_blocks(const pagoda_qmat *m, int64_t tokens) {
                     } \
                 } \
                 int64_t t = 0; \
+                for (; t + 8 <= tokens; t += 8) tile512(m, gbase, t == 0 ? pf : 0, pre ? wbuf : 0, q, dx, sx, dxs, sxh, slot, wc, oi, ov, t, 8, NIB, MIN, HALF, SPLIT, HB, y, ldy, g, bias, b0, b1); \
                 for (; t + 4 <= tokens; t += 4) tile512(m, gbase, t == 0 ? pf : 0, pre ? wbuf : 0, q, dx, sx, dxs, sxh, slot, wc, oi, ov, t, 4, NIB, MIN, HALF, SPLIT, HB, y, ldy, g, bias, b0, b1); \
                 for (; t < tokens; t++) tile512(m, gbase, 0, pre ? wbuf : 0, q, dx, sx, dxs, sxh, slot, wc, oi, ov, t, 1, NIB, MIN, HALF, SPLIT, HB, y, ldy, g, bias, b0, b1); \
             } \
