@@ -84,7 +84,7 @@ public struct LayerKV: @unchecked Sendable {
     }
 
     /// Dimension `d` of KV head `h`'s key (`keys`) or value at cache row `row` as stored (for u8, min + scale·code;
-    /// the kernels take the same codes, scales and minima, as scale·Σ q·code + min·Σ q per key group, see pagoda_kernels.h).
+    /// the kernels take the same codes, scales and minima as scale·Σ q·code + min·Σ q per group).
     public func element(keys isKey: Bool, row: Int, head h: Int, dim d: Int, kvHeads: Int, headDim: Int, blockSize bs: Int) -> Float {
         guard dtype == .u8 else {
             return isKey ? key(at: Self.keyIndex(row: row, head: h, dim: d, kvHeads: kvHeads, headDim: headDim, blockSize: bs))
@@ -95,12 +95,10 @@ public struct LayerKV: @unchecked Sendable {
         let base = isKey ? keys + run : values + run
         let code: UInt8, param: Int
         if isKey {
-            // Dimensions 2p and 2p + 1 of a slot side by side.
-            code = base.load(fromByteOffset: (d / 2) * 2 * bs + 2 * slot + d % 2, as: UInt8.self)
+            code = base.load(fromByteOffset: d * bs + slot, as: UInt8.self)
             param = 2 * ((d / 16) * bs + slot)
         } else {
-            // Slots 2k and 2k + 1 of a dimension side by side.
-            code = base.load(fromByteOffset: (slot / 2) * 2 * headDim + 2 * d + slot % 2, as: UInt8.self)
+            code = base.load(fromByteOffset: slot * headDim + d, as: UInt8.self)
             param = 2 * slot
         }
         let paramBytes = 2 * bs * (isKey ? headDim / 16 : 1)
@@ -344,9 +342,8 @@ struct AttentionScratch {
     init(plan: AttentionPlan, slots: Int, workspace: AttentionWorkspace) {
         self.plan = plan
         let r = plan.rows, d = plan.headDim
-        // queries, scores, running (m, l, acc), partial (m, l, acc), contexts, query group sums and scales, int16
-        // queries
-        slotFloats = (r * d + r * plan.ldScores + 16 + 2 * (2 * r + r * d) + r + 2 * r * (d / 16) + (r * d + 1) / 2 + 15) / 16 * 16
+        // queries, scores, running (m, l, acc), partial (m, l, acc), contexts, query group sums
+        slotFloats = (r * d + r * plan.ldScores + 16 + 2 * (2 * r + r * d) + r + r * (d / 16) + 15) / 16 * 16
         base = workspace.reserve(floats: slotFloats * max(1, slots))
     }
 
@@ -370,9 +367,6 @@ struct AttentionSlot {
     let contexts: UnsafeMutablePointer<Int32>
     /// Sums of each row's scaled query over each group of 16 dimensions ([rows × headDim/16]; u8 keys).
     let querySums: UnsafeMutablePointer<Float>
-    /// The scaled queries as int16 steps per group of 16 dimensions, and the steps ([rows × headDim/16]; u8 keys).
-    let queries16: UnsafeMutablePointer<Int16>
-    let queryScales: UnsafeMutablePointer<Float>
 
     init(plan: AttentionPlan, base: UnsafeMutablePointer<Float>) {
         self.plan = plan
@@ -386,12 +380,10 @@ struct AttentionSlot {
         p += 2 * r + r * d
         contexts = UnsafeMutableRawPointer(p).bindMemory(to: Int32.self, capacity: r)
         querySums = p + r
-        queryScales = querySums + r * (d / 16)
-        queries16 = UnsafeMutableRawPointer(queryScales + r * (d / 16)).bindMemory(to: Int16.self, capacity: r * d)
     }
 
     /// Copies the tile's queries for KV head `kvh` (row = token·group + head in group), scaled by 1/√d, and
-    /// records each row's context (and, for u8 keys, the query's group sums and int16 steps). Returns the row count.
+    /// records each row's context (and, for u8 keys, the query's group sums). Returns the row count.
     func load(q: UnsafePointer<Float>, tile: (seq: Int32, first: Int32, count: Int32), seq: AttentionSequence, kvh: Int,
               plan: AttentionPlan, dtype: KVCacheDType) -> Int {
         let g = plan.group, d = plan.headDim
@@ -404,8 +396,11 @@ struct AttentionSlot {
                 let dst = queries + r * d
                 for i in 0..<d { dst[i] = src[i] * scale }
                 if dtype == .u8 {
-                    pagoda_attn_query_i16(dst, Int64(d), queries16 + r * d, queryScales + r * (d / 16),
-                                          querySums + r * (d / 16))
+                    for g in 0..<d / 16 {
+                        var sum: Float = 0
+                        for i in 16 * g..<16 * g + 16 { sum += dst[i] }
+                        querySums[r * (d / 16) + g] = sum
+                    }
                 }
                 contexts[r] = Int32(seq.startPosition + Int(tile.first) + t + 1)
                 r += 1
@@ -465,7 +460,7 @@ struct AttentionSlot {
             let block = Int(table[pos / bs])
             if pos + 2 * bs < end { pagoda_prefetch(keys + Int(table[pos / bs + 2]) * keyStride, Int64(keyRun)) }
             pagoda_prefetch(values + block * valueStride, Int64(valueRun))
-            pagoda_attn_scores_u8(queries16, queryScales, querySums, Int64(rows), keys + block * keyStride, Int64(bs),
+            pagoda_attn_scores_u8(queries, querySums, Int64(rows), keys + block * keyStride, Int64(bs),
                                   Int64(min(bs, end - pos)), Int64(d), scores + (pos - start), Int64(ld))
         } values: { table, r, same, n, start in
             pagoda_attn_values_u8(st.acc + r * d, Int64(same), scores + r * ld, Int64(ld), Int64(n), Int64(start), table,
