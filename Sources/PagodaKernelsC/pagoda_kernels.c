@@ -165,6 +165,9 @@ static void quantize_q8_512(const float *x, int64_t tokens, int64_t cols, int8_t
             for (int k = 0; k < NOUT; k++) {
                 const int64_t b = oir[k] >> 5;
                 if (b < b0 || b >= b0 + n) continue;
+                int seen = 0;  // a block holding several outliers is recomputed once
+                for (int e = 0; e < k; e++) seen |= oir[e] >> 5 == b;
+                if (seen) continue;
                 const uint32_t om = outlier_mask(oir, b);
                 const __m512 a = _mm512_maskz_loadu_ps((__mmask16)~om, xr + b * 32);
                 const __m512 c = _mm512_maskz_loadu_ps((__mmask16)~(om >> 16), xr + b * 32 + 16);

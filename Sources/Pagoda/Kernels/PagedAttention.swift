@@ -490,49 +490,39 @@ struct AttentionSlot {
                 scoreBlock(table, pos, end, start)
                 pos += min(bs, end - pos)
             }
-            if paddedValueRows > 0 {
-                let width = end - start
-                for r in 0..<rows {
-                    let nr = min(end, Int(contexts[r])) - start
-                    let row = scores + r * ld
-                    if nr <= 0 {
-                        st.m[r] = -.infinity
-                        st.l[r] = 0
-                        row.update(repeating: 0, count: width)
-                    } else {
-                        (st.m[r], st.l[r]) = softmaxRow(row, n: nr)
-                        // softmaxRow zeroes its last vector's lanes past nr; the rest up to the partition's width.
-                        let written = (nr + 15) / 16 * 16
-                        if written < width { (row + written).update(repeating: 0, count: width - written) }
-                    }
+            // Each row's softmax over its own keys; with padding, its probabilities are zero past them up to
+            // the partition's width (softmaxRow zeroes its last vector's lanes past nr, this the rest).
+            let width = end - start
+            for r in 0..<rows {
+                let nr = min(end, Int(contexts[r])) - start
+                let row = scores + r * ld
+                if nr <= 0 {
+                    st.m[r] = -.infinity
+                    st.l[r] = 0
+                    if paddedValueRows > 0 { row.update(repeating: 0, count: width) }
+                } else {
+                    (st.m[r], st.l[r]) = softmaxRow(row, n: nr)
+                    let written = (nr + 15) / 16 * 16
+                    if paddedValueRows > 0 && written < width { (row + written).update(repeating: 0, count: width - written) }
                 }
-                var r = 0
-                while r < rows {
+            }
+            var r = 0
+            while r < rows {
+                if paddedValueRows > 0 {
                     let count = min(paddedValueRows, rows - r)
                     var keys = 0
                     for i in r..<r + count { keys = max(keys, min(end, Int(contexts[i])) - start) }
                     if keys > 0 { values(table, r, count, keys, start) }
                     r += count
+                } else {
+                    // Rows of one token (the heads of the group) share their key count: up to four at a time
+                    // through P·V, so each value row is loaded once for all of them.
+                    let nr = min(end, Int(contexts[r])) - start
+                    var same = 1
+                    while same < 4 && r + same < rows && contexts[r + same] == contexts[r] { same += 1 }
+                    if nr > 0 { values(table, r, same, nr, start) }
+                    r += same
                 }
-                return
-            }
-            var r = 0
-            while r < rows {
-                let nr = min(end, Int(contexts[r])) - start
-                // Rows of one token (the heads of the group) share their key count: up to four at a time
-                // through P·V, so each value row is loaded once for all of them.
-                var same = 1
-                while same < 4 && r + same < rows && contexts[r + same] == contexts[r] { same += 1 }
-                for i in 0..<same {
-                    if nr <= 0 {
-                        st.m[r + i] = -.infinity
-                        st.l[r + i] = 0
-                    } else {
-                        (st.m[r + i], st.l[r + i]) = softmaxRow(scores + (r + i) * ld, n: nr)
-                    }
-                }
-                if nr > 0 { values(table, r, same, nr, start) }
-                r += same
             }
         }
     }

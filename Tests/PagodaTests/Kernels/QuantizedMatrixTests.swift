@@ -135,7 +135,7 @@ final class QuantizedMatrixTests: XCTestCase {
         for cols in [256, 544, 1056] { checkActivationQuantizationPathsAgree(cols: cols) }
     }
 
-    func checkActivationQuantizationPathsAgree(cols: Int) {
+    private func checkActivationQuantizationPathsAgree(cols: Int) {
         let tokens = 9
         var x = randomActivations(tokens * cols, seed: 41 + UInt64(cols))
         for j in 0..<32 { x[32 + j] = 0 }                              // an all-zero block
