@@ -1,33 +1,34 @@
 #include "pagoda_kernels.h"
+#include <math.h>
 #include <string.h>
 
-// Attention over the u8 KV cache (see pagoda_kernels.h for the layout). Written with clang's portable vector
-// types: each lane is the same IEEE operation (exact conversions, fused multiply-adds, plain products) on every
-// instruction set, so results never depend on the machine's vector width.
+// Attention over the u8 KV cache (see pagoda_kernels.h for the layout). Key codes are multiplied by int16 queries
+// and value codes by int16 weights in exact integer sums (AVX-512 VNNI vpdpwssd where present, plain C otherwise:
+// the same integers either way); everything in floating point is written with clang's portable vector types, the
+// same IEEE operations on every instruction set, so results never depend on the machine.
 #pragma clang fp contract(off)
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define PA_X86 1
+#define T512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
+#endif
+
 typedef float v16f __attribute__((ext_vector_type(16)));
+typedef int32_t v16i __attribute__((ext_vector_type(16)));
 typedef uint8_t v16b __attribute__((ext_vector_type(16)));
+typedef int16_t v16s __attribute__((ext_vector_type(16)));
+typedef uint32_t v16u __attribute__((ext_vector_type(16)));
 typedef _Float16 v16h __attribute__((ext_vector_type(16)));
 
 #define FMA(a, b, c) __builtin_elementwise_fma((a), (b), (c))
 
-static inline v16f codes16(const uint8_t *p) {
-    v16b u;
-    memcpy(&u, p, 16);
-    return __builtin_convertvector(u, v16f);
-}
+int pagoda_q_isa(void);
 
 static inline v16f halves16(const uint8_t *p) {
     v16h h;
     memcpy(&h, p, 32);
     return __builtin_convertvector(h, v16f);
-}
-
-static inline float half1(const uint8_t *p) {
-    _Float16 h;
-    memcpy(&h, p, 2);
-    return (float)h;
 }
 
 static inline void store16(float *p, v16f v) { memcpy(p, &v, 64); }
@@ -42,113 +43,273 @@ static inline float sum16(v16f v) {
     return h2[0] + h2[1];
 }
 
-void pagoda_attn_scores_u8(const float *q, const float *qsum, int64_t rows, const uint8_t *run, int64_t bs, int64_t n,
-                           int64_t hd, float *scores, int64_t ld) {
-    const int64_t groups = hd / 16;
-    const uint8_t *scale = run + hd * bs, *minimum = scale + 2 * groups * bs;
-    for (int64_t j0 = 0; j0 < n; j0 += 16) {
-        const uint8_t *k = run + j0;
-        int64_t r = 0;
-        // Six rows at a time (prompt tiles), then three (a group of query heads sharing the KV head): each key
-        // vector is converted once for all of them. Every row's chains are the same in each loop.
-        for (; r + 6 <= rows; r += 6) {
-            v16f s[6] = {0, 0, 0, 0, 0, 0};
-            for (int64_t g = 0; g < groups; g++) {
-                v16f a[6] = {0, 0, 0, 0, 0, 0}, b[6] = {0, 0, 0, 0, 0, 0};
-                for (int64_t d = g * 16; d < g * 16 + 16; d += 2) {
-                    const v16f ke = codes16(k + d * bs), ko = codes16(k + (d + 1) * bs);
-                    for (int i = 0; i < 6; i++) {
-                        a[i] = FMA((v16f)q[(r + i) * hd + d], ke, a[i]);
-                        b[i] = FMA((v16f)q[(r + i) * hd + d + 1], ko, b[i]);
-                    }
-                }
-                const v16f sc = halves16(scale + 2 * (g * bs + j0)), mn = halves16(minimum + 2 * (g * bs + j0));
-                for (int i = 0; i < 6; i++) {
-                    s[i] = FMA(a[i] + b[i], sc, s[i]);
-                    s[i] = FMA((v16f)qsum[(r + i) * groups + g], mn, s[i]);
-                }
+/// The bits of the largest of 16 non-negative (or sign-cleared) finite floats: their order is the bits' order as
+/// integers, a tree of integer maxima (a float reduction would be a chain of NaN-aware scalar steps).
+static inline uint32_t max_bits(v16f v) {
+    v16u u;
+    memcpy(&u, &v, 64);
+    return __builtin_reduce_max(u & 0x7fffffffu);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Queries.
+
+void pagoda_attn_query_i16(const float *q, int64_t hd, int16_t *q16, float *qscale, float *qsum) {
+    for (int64_t g = 0; g < hd / 16; g++) {
+        v16f x;
+        memcpy(&x, q + 16 * g, 64);
+        const uint32_t bits = max_bits(x);
+        float amax;
+        memcpy(&amax, &bits, 4);
+        const float step = amax / 32767.0f, inv = amax > 0.0f ? 32767.0f / amax : 0.0f;
+        v16f v = __builtin_elementwise_roundeven(x * (v16f)inv);
+        v = __builtin_elementwise_min(__builtin_elementwise_max(v, (v16f)-32767.0f), (v16f)32767.0f);
+        const v16s c = __builtin_convertvector(v, v16s);
+        memcpy(q16 + 16 * g, &c, 32);
+        qscale[g] = step;
+        qsum[g] = sum16(x);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Scores. Key codes of a block and head: [hd/2][bs][2] (dimensions 2p and 2p + 1 of a slot side by side).
+
+/// The group's score epilogue, shared by every path: s = fma((float)isum·qscale, scale, s), then fma(qsum, min, s).
+static inline v16f score_group(v16f s, v16i isum, float qs, float qsum, v16f sc, v16f mn) {
+    s = FMA(__builtin_convertvector(isum, v16f) * (v16f)qs, sc, s);
+    return FMA((v16f)qsum, mn, s);
+}
+
+#ifdef PA_X86
+/// R rows' integer sums over G groups from g0 for the 16 slots at k: one vpdpwssd per row, group and pair of
+/// dimensions, the groups' chains interleaved (R·G independent sums hide the instruction's latency).
+T512 static inline __attribute__((always_inline)) void scores_i16_512(const int16_t *q16, int64_t hd, const int R,
+                                                                     const int G, const uint8_t *k, int64_t bs,
+                                                                     int64_t g0, __m512i acc[6][4]) {
+    for (int r = 0; r < R; r++)
+        for (int g = 0; g < G; g++) acc[r][g] = _mm512_setzero_si512();
+    for (int64_t p = 0; p < 8; p++) {
+        for (int g = 0; g < G; g++) {
+            const int64_t pair = 8 * (g0 + g) + p;
+            const __m512i c = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(k + pair * 2 * bs)));
+            for (int r = 0; r < R; r++) {
+                int32_t qp;
+                memcpy(&qp, q16 + r * hd + 2 * pair, 4);
+                acc[r][g] = _mm512_dpwssd_epi32(acc[r][g], c, _mm512_set1_epi32(qp));
             }
-            for (int i = 0; i < 6; i++) store16(scores + (r + i) * ld + j0, s[i]);
-        }
-        for (; r + 3 <= rows; r += 3) {
-            const float *q0 = q + r * hd, *q1 = q0 + hd, *q2 = q1 + hd;
-            v16f s0 = 0, s1 = 0, s2 = 0;
-            for (int64_t g = 0; g < groups; g++) {
-                v16f a0 = 0, b0 = 0, a1 = 0, b1 = 0, a2 = 0, b2 = 0;
-                for (int64_t d = g * 16; d < g * 16 + 16; d += 2) {
-                    const v16f ke = codes16(k + d * bs), ko = codes16(k + (d + 1) * bs);
-                    a0 = FMA((v16f)q0[d], ke, a0); b0 = FMA((v16f)q0[d + 1], ko, b0);
-                    a1 = FMA((v16f)q1[d], ke, a1); b1 = FMA((v16f)q1[d + 1], ko, b1);
-                    a2 = FMA((v16f)q2[d], ke, a2); b2 = FMA((v16f)q2[d + 1], ko, b2);
-                }
-                const v16f sc = halves16(scale + 2 * (g * bs + j0)), mn = halves16(minimum + 2 * (g * bs + j0));
-                s0 = FMA(a0 + b0, sc, s0); s0 = FMA((v16f)qsum[r * groups + g], mn, s0);
-                s1 = FMA(a1 + b1, sc, s1); s1 = FMA((v16f)qsum[(r + 1) * groups + g], mn, s1);
-                s2 = FMA(a2 + b2, sc, s2); s2 = FMA((v16f)qsum[(r + 2) * groups + g], mn, s2);
-            }
-            store16(scores + r * ld + j0, s0);
-            store16(scores + (r + 1) * ld + j0, s1);
-            store16(scores + (r + 2) * ld + j0, s2);
-        }
-        for (; r < rows; r++) {
-            const float *q0 = q + r * hd;
-            v16f s0 = 0;
-            for (int64_t g = 0; g < groups; g++) {
-                v16f a0 = 0, b0 = 0;
-                for (int64_t d = g * 16; d < g * 16 + 16; d += 2) {
-                    a0 = FMA((v16f)q0[d], codes16(k + d * bs), a0);
-                    b0 = FMA((v16f)q0[d + 1], codes16(k + (d + 1) * bs), b0);
-                }
-                const v16f sc = halves16(scale + 2 * (g * bs + j0)), mn = halves16(minimum + 2 * (g * bs + j0));
-                s0 = FMA(a0 + b0, sc, s0); s0 = FMA((v16f)qsum[r * groups + g], mn, s0);
-            }
-            store16(scores + r * ld + j0, s0);
         }
     }
 }
 
-/// Keys per window of the value pass: each row's probabilities times the keys' scales are formed for a window,
-/// then the window's codes are weighted by them.
-#define VALUE_WINDOW 256
-
-/// R rows (1 to PAGODA_ATTN_VALUE_ROWS) of acc over 16·C columns from column c0, the keys [j0, j0 + n) (n ≤
-/// VALUE_WINDOW): for each key in order, w[r][key] (the row's probability times the key's scale) weights its codes,
-/// one fused multiply-add per element; each value row is converted once for all R rows.
-static inline __attribute__((always_inline)) void values_window(v16f a[PAGODA_ATTN_VALUE_ROWS][4], const int R,
-                                                                const float *w, int64_t j0, int64_t n, int64_t start,
-                                                                const int32_t *table, const uint8_t *head0, int64_t bs,
-                                                                int64_t stride, int64_t hd, int64_t c0, const int C) {
-    int64_t j = 0;
-    while (j < n) {
-        const int64_t pos = start + j0 + j, slot = pos % bs;
-        const int64_t m = bs - slot < n - j ? bs - slot : n - j;
-        const uint8_t *codes = head0 + (int64_t)table[pos / bs] * stride + slot * hd + c0;
-        for (int64_t e = j + m; j < e; j++) {
-            v16f v[4];
-            for (int c = 0; c < C; c++) v[c] = codes16(codes + 16 * c);
-            for (int r = 0; r < R; r++) {
-                const v16f wr = (v16f)w[r * VALUE_WINDOW + j];
-                for (int c = 0; c < C; c++) a[r][c] = FMA(wr, v[c], a[r][c]);
+/// R rows of scores for the 16 keys at j0 (groups in passes of G, epilogues in group order).
+T512 static inline __attribute__((always_inline)) void scores_rows_512(const int16_t *q16, const float *qscale,
+                                                                      const float *qsum, const int R, const int G,
+                                                                      const uint8_t *run, int64_t bs, int64_t j0,
+                                                                      int64_t hd, float *scores, int64_t ld) {
+    const int64_t groups = hd / 16;
+    const uint8_t *scale = run + hd * bs, *minimum = scale + 2 * groups * bs, *k = run + 2 * j0;
+    v16f s[6];
+    for (int i = 0; i < R; i++) s[i] = 0;
+    for (int64_t g0 = 0; g0 < groups; g0 += G) {
+        __m512i acc[6][4];
+        const int n = groups - g0 < G ? (int)(groups - g0) : G;
+        if (n == G) scores_i16_512(q16, hd, R, G, k, bs, g0, acc);
+        else if (n == 3) scores_i16_512(q16, hd, R, 3, k, bs, g0, acc);
+        else if (n == 2) scores_i16_512(q16, hd, R, 2, k, bs, g0, acc);
+        else scores_i16_512(q16, hd, R, 1, k, bs, g0, acc);
+        for (int g = 0; g < n; g++) {
+            const int64_t gg = g0 + g;
+            const v16f sc = halves16(scale + 2 * (gg * bs + j0)), mn = halves16(minimum + 2 * (gg * bs + j0));
+            for (int i = 0; i < R; i++) {
+                v16i isum;
+                memcpy(&isum, &acc[i][g], 64);
+                s[i] = score_group(s[i], isum, qscale[i * groups + gg], qsum[i * groups + gg], sc, mn);
             }
-            codes += hd;
         }
     }
+    for (int i = 0; i < R; i++) store16(scores + i * ld + j0, s[i]);
+}
+
+/// R rows of scores for the keys [0, n) of one block's run (16 at a time), one function per R (a small preamble).
+/// (Heads of 64 dimensions, the common case, are compiled with the head size known: the group loop unrolls.)
+#define SCORES_BLOCK(R, G)                                                                                         \
+    T512 __attribute__((noinline)) static void scores_block_##R(const int16_t *q, const float *qs, const float *qm,  \
+                                                                const uint8_t *run, int64_t bs, int64_t n,           \
+                                                                int64_t hd, float *out, int64_t ld) {                \
+        if (hd == 64) {                                                                                              \
+            for (int64_t j0 = 0; j0 < n; j0 += 16) scores_rows_512(q, qs, qm, R, G, run, bs, j0, 64, out, ld);      \
+        } else {                                                                                                     \
+            for (int64_t j0 = 0; j0 < n; j0 += 16) scores_rows_512(q, qs, qm, R, G, run, bs, j0, hd, out, ld);      \
+        }                                                                                                            \
+    }
+SCORES_BLOCK(1, 4)
+SCORES_BLOCK(2, 4)
+SCORES_BLOCK(3, 4)
+SCORES_BLOCK(4, 2)
+SCORES_BLOCK(5, 2)
+SCORES_BLOCK(6, 2)
+#undef SCORES_BLOCK
+#endif
+
+/// The same scores from plain C integer sums.
+static void scores_block_c(const int16_t *q16, const float *qscale, const float *qsum, int64_t rows, const uint8_t *run,
+                           int64_t bs, int64_t n, int64_t hd, float *scores, int64_t ld) {
+    const int64_t groups = hd / 16;
+    const uint8_t *scale = run + hd * bs, *minimum = scale + 2 * groups * bs;
+    for (int64_t j0 = 0; j0 < n; j0 += 16) {
+        for (int64_t r = 0; r < rows; r++) {
+            v16f s = 0;
+            for (int64_t g = 0; g < groups; g++) {
+                v16i isum = 0;
+                for (int64_t d = 16 * g; d < 16 * g + 16; d++) {
+                    const uint8_t *c = run + (d >> 1) * 2 * bs + 2 * j0 + (d & 1);
+                    for (int i = 0; i < 16; i++) isum[i] += (int32_t)q16[r * hd + d] * (int32_t)c[2 * i];
+                }
+                const v16f sc = halves16(scale + 2 * (g * bs + j0)), mn = halves16(minimum + 2 * (g * bs + j0));
+                s = score_group(s, isum, qscale[r * groups + g], qsum[r * groups + g], sc, mn);
+            }
+            store16(scores + r * ld + j0, s);
+        }
+    }
+}
+
+void pagoda_attn_scores_u8(const int16_t *q16, const float *qscale, const float *qsum, int64_t rows,
+                           const int32_t *table, const uint8_t *keys, int64_t key_stride, int64_t key_run,
+                           const uint8_t *values, int64_t value_stride, int64_t value_run, int64_t start, int64_t end,
+                           int64_t bs, int64_t hd, float *scores, int64_t ld) {
+    const int64_t groups = hd / 16;
+    const int vnni = pagoda_q_isa() == 2;
+    for (int64_t pos = start; pos < end; pos += bs) {
+        // Spread the requests over the loop (a burst of them stalls the core): the key run two blocks ahead, and
+        // this block's value run for the value pass after the scores.
+        if (pos + 2 * bs < end) pagoda_prefetch(keys + (int64_t)table[pos / bs + 2] * key_stride, key_run);
+        pagoda_prefetch(values + (int64_t)table[pos / bs] * value_stride, value_run);
+        const uint8_t *run = keys + (int64_t)table[pos / bs] * key_stride;
+        const int64_t n = end - pos < bs ? end - pos : bs;
+        float *out = scores + (pos - start);
+        if (!vnni) {
+            scores_block_c(q16, qscale, qsum, rows, run, bs, n, hd, out, ld);
+            continue;
+        }
+#ifdef PA_X86
+        for (int64_t r = 0; r < rows; r += 6) {
+            const int16_t *q = q16 + r * hd;
+            const float *qs = qscale + r * groups, *qm = qsum + r * groups;
+            float *o = out + r * ld;
+            switch (rows - r < 6 ? rows - r : 6) {
+                case 1: scores_block_1(q, qs, qm, run, bs, n, hd, o, ld); break;
+                case 2: scores_block_2(q, qs, qm, run, bs, n, hd, o, ld); break;
+                case 3: scores_block_3(q, qs, qm, run, bs, n, hd, o, ld); break;
+                case 4: scores_block_4(q, qs, qm, run, bs, n, hd, o, ld); break;
+                case 5: scores_block_5(q, qs, qm, run, bs, n, hd, o, ld); break;
+                default: scores_block_6(q, qs, qm, run, bs, n, hd, o, ld); break;
+            }
+        }
+#endif
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Values. Value codes of a block and head: [bs/2][hd][2] (slots 2k and 2k + 1 of a dimension side by side), then
+// scale[bs] and min[bs].
+
+/// Keys per window of the value pass: each row's weights (probability × the key's scale) for a window are formed
+/// and quantized first, then the window's codes are weighted by them.
+#define VALUE_WINDOW 256
+
+/// Columns a pass over a window's codes accumulates for R rows: every row's integer and fp32 sums of those columns
+/// stay in registers (R·C·2 + C vectors).
+#define VALUE_COLUMNS(R) ((R) <= 3 ? 4 : 2)
+
+#ifdef PA_X86
+/// One 16-key step (8 slot pairs from `codes`, columns 16c ..< 16c + 16 of the pass) for R rows: the exact
+/// integer Σ w16·code, one vpdpwssd per row, pair and column vector.
+T512 static inline __attribute__((always_inline)) void values_step_512(__m512i I[PAGODA_ATTN_VALUE_ROWS][4], const int R,
+                                                                      const int C, const int16_t *w,
+                                                                      const uint8_t *codes, int64_t hd) {
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < C; c++) I[r][c] = _mm512_setzero_si512();
+    for (int p = 0; p < 8; p++) {
+        __m512i v[4];
+        for (int c = 0; c < C; c++) v[c] = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(codes + 32 * c)));
+        for (int r = 0; r < R; r++) {
+            int32_t pair;
+            memcpy(&pair, w + r * VALUE_WINDOW + 2 * p, 4);
+            const __m512i wp = _mm512_set1_epi32(pair);
+            for (int c = 0; c < C; c++) I[r][c] = _mm512_dpwssd_epi32(I[r][c], v[c], wp);
+        }
+        codes += 2 * hd;
+    }
+}
+#endif
+
+/// The same integers without VNNI.
+static inline __attribute__((always_inline)) void values_step_c(v16i I[PAGODA_ATTN_VALUE_ROWS][4], const int R,
+                                                                const int C, const int16_t *w, const uint8_t *codes,
+                                                                int64_t hd) {
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < C; c++) I[r][c] = 0;
+    for (int j = 0; j < 16; j++) {
+        const uint8_t *slot = codes + (j >> 1) * 2 * hd + (j & 1);
+        for (int r = 0; r < R; r++) {
+            const int32_t wr = w[r * VALUE_WINDOW + j];
+            for (int c = 0; c < C; c++)
+                for (int i = 0; i < 16; i++) I[r][c][i] += wr * (int32_t)slot[2 * (16 * c + i)];
+        }
+    }
+}
+
+/// R rows of acc, columns [c0, c0 + 16·C), over the window's keys [w0, w0 + n): per 16-key step, the exact integer
+/// sums times the row's step of that 16-key step, fused-multiply-added in key order into fp32 sums (which start
+/// from acc, or from 0 for the first window).
+static inline __attribute__((always_inline)) void values_pass(float *acc, const int R, const int C, const int16_t *w,
+                                                              const float *steps, int64_t w0, int64_t n, int64_t start,
+                                                              const int32_t *table, const uint8_t *head0, int64_t bs,
+                                                              int64_t stride, int64_t hd, int64_t c0, const int vnni) {
+    v16f F[PAGODA_ATTN_VALUE_ROWS][4];
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < C; c++) {
+            if (w0 == 0) F[r][c] = 0;
+            else memcpy(&F[r][c], acc + r * hd + c0 + 16 * c, 64);
+        }
+    for (int64_t j = 0; j < n; j += 16) {
+        const int64_t pos = start + w0 + j, slot = pos % bs;
+        const uint8_t *codes = head0 + (int64_t)table[pos / bs] * stride + (slot >> 1) * 2 * hd + 2 * c0;
+        v16i I[PAGODA_ATTN_VALUE_ROWS][4];
+#ifdef PA_X86
+        if (vnni) {
+            __m512i X[PAGODA_ATTN_VALUE_ROWS][4];
+            values_step_512(X, R, C, w + j, codes, hd);
+            for (int r = 0; r < R; r++)
+                for (int c = 0; c < C; c++) memcpy(&I[r][c], &X[r][c], 64);
+        } else
+#endif
+        {
+            (void)vnni;
+            values_step_c(I, R, C, w + j, codes, hd);
+        }
+        for (int r = 0; r < R; r++) {
+            const v16f s = (v16f)steps[r * (VALUE_WINDOW / 16) + j / 16];
+            for (int c = 0; c < C; c++) F[r][c] = FMA(__builtin_convertvector(I[r][c], v16f), s, F[r][c]);
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < C; c++) store16(acc + r * hd + c0 + 16 * c, F[r][c]);
 }
 
 static inline __attribute__((always_inline)) void values_rows(float *acc, const int R, const float *probs, int64_t ldp,
                                                               int64_t keys, int64_t start, const int32_t *table,
                                                               const uint8_t *head0, int64_t bs, int64_t stride,
-                                                              int64_t hd) {
-    v16f a[PAGODA_ATTN_VALUE_ROWS][4], z[PAGODA_ATTN_VALUE_ROWS];
-    float w[PAGODA_ATTN_VALUE_ROWS * VALUE_WINDOW];
+                                                              int64_t hd, const int vnni) {
+    v16f z[PAGODA_ATTN_VALUE_ROWS];
+    _Alignas(64) int16_t w[PAGODA_ATTN_VALUE_ROWS * VALUE_WINDOW];
+    float steps[PAGODA_ATTN_VALUE_ROWS * (VALUE_WINDOW / 16)];
     for (int r = 0; r < R; r++) z[r] = 0;
-    const int64_t chunks = (hd + 63) / 64;
-    // Columns beyond the first 64 (heads wider than 64) run as further passes over the same keys; their sums are
-    // kept in acc between windows (an exact fp32 round trip).
     for (int64_t w0 = 0; w0 < keys; w0 += VALUE_WINDOW) {
         const int64_t n = keys - w0 < VALUE_WINDOW ? keys - w0 : VALUE_WINDOW;
-        // w = probability × scale, 16 keys at a time (a chunk of 16 keys lies in one block: partitions and
-        // blocks start at multiples of 16); the probability × minimum goes into the row's lane sums z.
+        // Weights: probability × scale, 16 keys at a time (16 keys lie in one block: partitions and blocks start at
+        // multiples of 16), as int16 steps of a power of two set by the row's largest weight among those 16 keys;
+        // the probability × minimum goes into the row's lane sums z.
         for (int64_t j = 0; j < n; j += 16) {
             const int64_t pos = start + w0 + j, slot = pos % bs;
             const uint8_t *base = head0 + (int64_t)table[pos / bs] * stride;
@@ -163,48 +324,66 @@ static inline __attribute__((always_inline)) void values_rows(float *acc, const 
                 if (live < 16) {
                     for (int64_t i = live; i < 16; i++) p[i] = 0;
                 }
-                store16(w + r * VALUE_WINDOW + j, p * sc);
+                const v16f x = p * sc;
                 z[r] = FMA(p, mn, z[r]);
+                // Weights are ≥ 0. The step is the power of two that puts the largest of the 16 weights in
+                // [16384, 32768) (its exponent, read from the bits: no division). Sixteen keys whose largest weight
+                // is below 2^-100 add nothing (their share is below any fp32 output's resolution).
+                const uint32_t bits = max_bits(x);
+                const uint32_t e = bits >> 23;  // biased exponent: the largest in [2^(e - 127), 2^(e - 126))
+                const int none = e < 27;        // below 2^-100
+                const uint32_t stepBits = none ? 0u : (e - 14u) << 23, invBits = none ? 0u : (268u - e) << 23;
+                float step, inv;
+                memcpy(&step, &stepBits, 4);
+                memcpy(&inv, &invBits, 4);
+                steps[r * (VALUE_WINDOW / 16) + j / 16] = step;
+                const v16f q = __builtin_elementwise_min(__builtin_elementwise_roundeven(x * (v16f)inv), (v16f)32767.0f);
+                const v16i qi = __builtin_convertvector(q, v16i);
+                for (int i = 0; i < 16; i++) w[r * VALUE_WINDOW + j + i] = (int16_t)qi[i];
             }
         }
-        for (int64_t ch = 0; ch < chunks; ch++) {
-            const int64_t c0 = 64 * ch;
-            const int C = hd - c0 >= 64 ? 4 : (int)((hd - c0) / 16);
-            for (int r = 0; r < R; r++)
-                for (int c = 0; c < C; c++) {
-                    if (w0 == 0) a[r][c] = 0;
-                    else memcpy(&a[r][c], acc + r * hd + c0 + 16 * c, 64);
-                }
-            if (C == 4) values_window(a, R, w, w0, n, start, table, head0, bs, stride, hd, c0, 4);
-            else if (C == 3) values_window(a, R, w, w0, n, start, table, head0, bs, stride, hd, c0, 3);
-            else if (C == 2) values_window(a, R, w, w0, n, start, table, head0, bs, stride, hd, c0, 2);
-            else values_window(a, R, w, w0, n, start, table, head0, bs, stride, hd, c0, 1);
-            const int last = w0 + VALUE_WINDOW >= keys;
-            for (int r = 0; r < R; r++) {
-                // The minima's sum by halves (a fixed order), added once at the end.
-                const v16f zr = last ? (v16f)sum16(z[r]) : (v16f)0;
-                for (int c = 0; c < C; c++) store16(acc + r * hd + c0 + 16 * c, last ? a[r][c] + zr : a[r][c]);
-            }
+        // Columns in passes of VALUE_COLUMNS(R) vectors (a last pass of fewer for heads not a multiple of them).
+        const int CW = VALUE_COLUMNS(R);
+        for (int64_t c0 = 0; c0 < hd; c0 += 16 * CW) {
+            const int C = hd - c0 >= 16 * CW ? CW : (int)((hd - c0) / 16);
+            if (C == 4) values_pass(acc, R, 4, w, steps, w0, n, start, table, head0, bs, stride, hd, c0, vnni);
+            else if (C == 3) values_pass(acc, R, 3, w, steps, w0, n, start, table, head0, bs, stride, hd, c0, vnni);
+            else if (C == 2) values_pass(acc, R, 2, w, steps, w0, n, start, table, head0, bs, stride, hd, c0, vnni);
+            else values_pass(acc, R, 1, w, steps, w0, n, start, table, head0, bs, stride, hd, c0, vnni);
+        }
+    }
+    // The minima's sums by halves (a fixed order), added once at the end.
+    for (int r = 0; r < R; r++) {
+        const v16f zr = (v16f)sum16(z[r]);
+        for (int64_t c = 0; c < hd; c += 16) {
+            v16f a;
+            memcpy(&a, acc + r * hd + c, 64);
+            store16(acc + r * hd + c, a + zr);
         }
     }
 }
 
 void pagoda_attn_values_u8(float *acc, int64_t rows, const float *probs, int64_t ldp, int64_t keys, int64_t start,
                            const int32_t *table, const uint8_t *head0, int64_t bs, int64_t stride, int64_t hd) {
+    const int vnni = pagoda_q_isa() == 2;
     switch (rows) {
-        case 1: values_rows(acc, 1, probs, ldp, keys, start, table, head0, bs, stride, hd); break;
-        case 2: values_rows(acc, 2, probs, ldp, keys, start, table, head0, bs, stride, hd); break;
-        case 3: values_rows(acc, 3, probs, ldp, keys, start, table, head0, bs, stride, hd); break;
-        case 4: values_rows(acc, 4, probs, ldp, keys, start, table, head0, bs, stride, hd); break;
-        case 5: values_rows(acc, 5, probs, ldp, keys, start, table, head0, bs, stride, hd); break;
-        default: values_rows(acc, 6, probs, ldp, keys, start, table, head0, bs, stride, hd); break;
+        case 1: values_rows(acc, 1, probs, ldp, keys, start, table, head0, bs, stride, hd, vnni); break;
+        case 2: values_rows(acc, 2, probs, ldp, keys, start, table, head0, bs, stride, hd, vnni); break;
+        case 3: values_rows(acc, 3, probs, ldp, keys, start, table, head0, bs, stride, hd, vnni); break;
+        case 4: values_rows(acc, 4, probs, ldp, keys, start, table, head0, bs, stride, hd, vnni); break;
+        case 5: values_rows(acc, 5, probs, ldp, keys, start, table, head0, bs, stride, hd, vnni); break;
+        default: values_rows(acc, 6, probs, ldp, keys, start, table, head0, bs, stride, hd, vnni); break;
     }
 }
 
-/// x[0 ..< 16·W] (W vectors) as codes (code i at codes + i·stride) with the fp16 scale (max − min)/255 and
-/// minimum, each code the nearest of 0…255 to (x − min)/scale.
+// ---------------------------------------------------------------------------------------------------------
+// Store.
+
+/// x[0 ..< 16·W] (W vectors) as codes, code i at codes[(i >> 1)·pair + (i & 1)·step], with the fp16 scale
+/// (max − min)/255 and minimum, each code the nearest of 0…255 to (x − min)/scale.
 static inline __attribute__((always_inline)) void quantize_u8(const float *x, int64_t W, uint8_t *codes,
-                                                              int64_t stride, uint8_t *scale, uint8_t *minimum) {
+                                                              int64_t pair, int64_t step, uint8_t *scale,
+                                                              uint8_t *minimum) {
     v16f lo, hi;
     memcpy(&lo, x, 64);
     hi = lo;
@@ -226,10 +405,9 @@ static inline __attribute__((always_inline)) void quantize_u8(const float *x, in
         v16f u = __builtin_elementwise_roundeven((v - (v16f)z) * (v16f)inv);
         u = __builtin_elementwise_min(__builtin_elementwise_max(u, (v16f)0.0f), (v16f)255.0f);
         const v16b c = __builtin_convertvector(u, v16b);
-        if (stride == 1) {
-            memcpy(codes + 16 * w, &c, 16);
-        } else {
-            for (int i = 0; i < 16; i++) codes[(16 * w + i) * stride] = c[i];
+        for (int i = 0; i < 16; i++) {
+            const int64_t e = 16 * w + i;
+            codes[(e >> 1) * pair + (e & 1) * step] = c[i];
         }
     }
 }
@@ -240,9 +418,12 @@ void pagoda_kv_store_u8(uint8_t *keys, uint8_t *values, int64_t slot, int64_t bs
     const int64_t key_run = bs * hd + 4 * groups * bs, value_run = bs * hd + 4 * bs;
     for (int64_t h = 0; h < kv_heads; h++) {
         uint8_t *kr = keys + h * key_run, *vr = values + h * value_run;
+        // Keys: dimension d of the slot at (d >> 1)·2bs + 2·slot + (d & 1).
         for (int64_t g = 0; g < groups; g++)
-            quantize_u8(k + h * hd + 16 * g, 1, kr + 16 * g * bs + slot, bs, kr + bs * hd + 2 * (g * bs + slot),
-                        kr + bs * hd + 2 * groups * bs + 2 * (g * bs + slot));
-        quantize_u8(v + h * hd, groups, vr + slot * hd, 1, vr + bs * hd + 2 * slot, vr + bs * hd + 2 * bs + 2 * slot);
+            quantize_u8(k + h * hd + 16 * g, 1, kr + 8 * g * 2 * bs + 2 * slot, 2 * bs, 1,
+                        kr + bs * hd + 2 * (g * bs + slot), kr + bs * hd + 2 * groups * bs + 2 * (g * bs + slot));
+        // Values: dimension d of the slot at (slot >> 1)·2hd + 2d + (slot & 1).
+        quantize_u8(v + h * hd, groups, vr + (slot >> 1) * 2 * hd + (slot & 1), 4, 2, vr + bs * hd + 2 * slot,
+                    vr + bs * hd + 2 * bs + 2 * slot);
     }
 }

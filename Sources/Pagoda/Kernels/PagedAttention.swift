@@ -84,7 +84,7 @@ public struct LayerKV: @unchecked Sendable {
     }
 
     /// Dimension `d` of KV head `h`'s key (`keys`) or value at cache row `row` as stored (for u8, min + scale·code;
-    /// the kernels take the same codes, scales and minima as scale·Σ q·code + min·Σ q per group).
+    /// the kernels take the same codes, scales and minima, as scale·Σ q·code + min·Σ q per key group, see pagoda_kernels.h).
     public func element(keys isKey: Bool, row: Int, head h: Int, dim d: Int, kvHeads: Int, headDim: Int, blockSize bs: Int) -> Float {
         guard dtype == .u8 else {
             return isKey ? key(at: Self.keyIndex(row: row, head: h, dim: d, kvHeads: kvHeads, headDim: headDim, blockSize: bs))
@@ -95,10 +95,12 @@ public struct LayerKV: @unchecked Sendable {
         let base = isKey ? keys + run : values + run
         let code: UInt8, param: Int
         if isKey {
-            code = base.load(fromByteOffset: d * bs + slot, as: UInt8.self)
+            // Dimensions 2p and 2p + 1 of a slot side by side.
+            code = base.load(fromByteOffset: (d / 2) * 2 * bs + 2 * slot + d % 2, as: UInt8.self)
             param = 2 * ((d / 16) * bs + slot)
         } else {
-            code = base.load(fromByteOffset: slot * headDim + d, as: UInt8.self)
+            // Slots 2k and 2k + 1 of a dimension side by side.
+            code = base.load(fromByteOffset: (slot / 2) * 2 * headDim + 2 * d + slot % 2, as: UInt8.self)
             param = 2 * slot
         }
         let paramBytes = 2 * bs * (isKey ? headDim / 16 : 1)
@@ -342,8 +344,9 @@ struct AttentionScratch {
     init(plan: AttentionPlan, slots: Int, workspace: AttentionWorkspace) {
         self.plan = plan
         let r = plan.rows, d = plan.headDim
-        // queries, scores, running (m, l, acc), partial (m, l, acc), contexts, query group sums
-        slotFloats = (r * d + r * plan.ldScores + 16 + 2 * (2 * r + r * d) + r + r * (d / 16) + 15) / 16 * 16
+        // queries, scores, running (m, l, acc), partial (m, l, acc), contexts, query group sums and scales, int16
+        // queries
+        slotFloats = (r * d + r * plan.ldScores + 16 + 2 * (2 * r + r * d) + r + 2 * r * (d / 16) + (r * d + 1) / 2 + 15) / 16 * 16
         base = workspace.reserve(floats: slotFloats * max(1, slots))
     }
 
@@ -367,6 +370,9 @@ struct AttentionSlot {
     let contexts: UnsafeMutablePointer<Int32>
     /// Sums of each row's scaled query over each group of 16 dimensions ([rows × headDim/16]; u8 keys).
     let querySums: UnsafeMutablePointer<Float>
+    /// The scaled queries as int16 steps per group of 16 dimensions, and the steps ([rows × headDim/16]; u8 keys).
+    let queries16: UnsafeMutablePointer<Int16>
+    let queryScales: UnsafeMutablePointer<Float>
 
     init(plan: AttentionPlan, base: UnsafeMutablePointer<Float>) {
         self.plan = plan
@@ -380,10 +386,12 @@ struct AttentionSlot {
         p += 2 * r + r * d
         contexts = UnsafeMutableRawPointer(p).bindMemory(to: Int32.self, capacity: r)
         querySums = p + r
+        queryScales = querySums + r * (d / 16)
+        queries16 = UnsafeMutableRawPointer(queryScales + r * (d / 16)).bindMemory(to: Int16.self, capacity: r * d)
     }
 
     /// Copies the tile's queries for KV head `kvh` (row = token·group + head in group), scaled by 1/√d, and
-    /// records each row's context (and, for u8 keys, the query's group sums). Returns the row count.
+    /// records each row's context (and, for u8 keys, the query's group sums and int16 steps). Returns the row count.
     func load(q: UnsafePointer<Float>, tile: (seq: Int32, first: Int32, count: Int32), seq: AttentionSequence, kvh: Int,
               plan: AttentionPlan, dtype: KVCacheDType) -> Int {
         let g = plan.group, d = plan.headDim
@@ -396,11 +404,8 @@ struct AttentionSlot {
                 let dst = queries + r * d
                 for i in 0..<d { dst[i] = src[i] * scale }
                 if dtype == .u8 {
-                    for g in 0..<d / 16 {
-                        var sum: Float = 0
-                        for i in 16 * g..<16 * g + 16 { sum += dst[i] }
-                        querySums[r * (d / 16) + g] = sum
-                    }
+                    pagoda_attn_query_i16(dst, Int64(d), queries16 + r * d, queryScales + r * (d / 16),
+                                          querySums + r * (d / 16))
                 }
                 contexts[r] = Int32(seq.startPosition + Int(tile.first) + t + 1)
                 r += 1
@@ -431,16 +436,20 @@ struct AttentionSlot {
         let valuesBase = UnsafePointer(kv.values.assumingMemoryBound(to: E.self))
         let bs = plan.blockSize, d = plan.headDim, stride = plan.rowStride, ld = plan.ldScores
         let run = bs * d * MemoryLayout<E>.size
-        attendPartition(p, table: table, rows: rows, into: st) { table, pos, end, start in
-            // Spread the requests over the loop (a burst of them stalls the core): the key run two blocks
-            // ahead, and this block's value run for the P·V pass after the scores.
-            let block = Int(table[pos / bs])
-            if pos + 2 * bs < end {
-                pagoda_prefetch(keysBase + Int(table[pos / bs + 2]) * bs * stride + kvh * d * bs, Int64(run))
+        attendPartition(p, table: table, rows: rows, into: st) { table, start, end in
+            var pos = start
+            while pos < end {
+                // Spread the requests over the loop (a burst of them stalls the core): the key run two blocks
+                // ahead, and this block's value run for the P·V pass after the scores.
+                let block = Int(table[pos / bs])
+                if pos + 2 * bs < end {
+                    pagoda_prefetch(keysBase + Int(table[pos / bs + 2]) * bs * stride + kvh * d * bs, Int64(run))
+                }
+                pagoda_prefetch(valuesBase + block * bs * stride + kvh * bs * d, Int64(run))
+                blockScores(q: queries, rows: rows, keys: keysBase + block * bs * stride + kvh * d * bs, blockSize: bs,
+                            n: min(bs, end - pos), headDim: d, scores: scores + (pos - start), ldScores: ld)
+                pos += min(bs, end - pos)
             }
-            pagoda_prefetch(valuesBase + block * bs * stride + kvh * bs * d, Int64(run))
-            blockScores(q: queries, rows: rows, keys: keysBase + block * bs * stride + kvh * d * bs, blockSize: bs,
-                        n: min(bs, end - pos), headDim: d, scores: scores + (pos - start), ldScores: ld)
         } values: { table, r, same, keys, start in
             accumulateValues(acc: st.acc + r * d, rows: same, probs: scores + r * ld, ldProbs: ld,
                              keys: keys, start: start, table: table, values: valuesBase + kvh * bs * d,
@@ -456,28 +465,26 @@ struct AttentionSlot {
         let keyStride = plan.kvHeads * keyRun, valueStride = plan.kvHeads * valueRun
         let keys = UnsafePointer(kv.keys.assumingMemoryBound(to: UInt8.self)) + kvh * keyRun
         let values = UnsafePointer(kv.values.assumingMemoryBound(to: UInt8.self)) + kvh * valueRun
-        attendPartition(p, table: table, rows: rows, into: st, paddedValueRows: Int(PAGODA_ATTN_VALUE_ROWS)) { table, pos, end, start in
-            let block = Int(table[pos / bs])
-            if pos + 2 * bs < end { pagoda_prefetch(keys + Int(table[pos / bs + 2]) * keyStride, Int64(keyRun)) }
-            pagoda_prefetch(values + block * valueStride, Int64(valueRun))
-            pagoda_attn_scores_u8(queries, querySums, Int64(rows), keys + block * keyStride, Int64(bs),
-                                  Int64(min(bs, end - pos)), Int64(d), scores + (pos - start), Int64(ld))
+        attendPartition(p, table: table, rows: rows, into: st, paddedValueRows: Int(PAGODA_ATTN_VALUE_ROWS)) { table, start, end in
+            pagoda_attn_scores_u8(queries16, queryScales, querySums, Int64(rows), table, keys, Int64(keyStride),
+                                  Int64(keyRun), values, Int64(valueStride), Int64(valueRun), Int64(start), Int64(end),
+                                  Int64(bs), Int64(d), scores, Int64(ld))
         } values: { table, r, same, n, start in
             pagoda_attn_values_u8(st.acc + r * d, Int64(same), scores + r * ld, Int64(ld), Int64(n), Int64(start), table,
                                   values, Int64(bs), Int64(valueStride), Int64(d))
         }
     }
 
-    /// The skeleton of `attend`: `scoreBlock(table, pos, end, start)` writes the scores of the block at `pos`
-    /// (keys up to `end`) at column pos − start; then each row's softmax; then `values(table, r, same, keys,
+    /// The skeleton of `attend`: `scoreKeys(table, start, end)` writes the scores of the keys [start, end) at
+    /// columns 0 ..< end − start; then each row's softmax; then `values(table, r, same, keys,
     /// start)` accumulates rows r ..< r + same: up to four rows of one token, sharing their `keys` count, or, with
     /// `paddedValueRows`, up to that many consecutive rows, each row's probabilities zero past its own keys and
     /// `keys` their largest count.
     @inline(__always)
     private func attendPartition(_ p: Int, table: [Int32], rows: Int, into st: SoftmaxState, paddedValueRows: Int = 0,
-                                 scoreBlock: (UnsafePointer<Int32>, Int, Int, Int) -> Void,
+                                 scoreKeys: (UnsafePointer<Int32>, Int, Int) -> Void,
                                  values: (UnsafePointer<Int32>, Int, Int, Int, Int) -> Void) {
-        let bs = plan.blockSize, ld = plan.ldScores
+        let ld = plan.ldScores
         st.acc.initialize(repeating: 0, count: rows * plan.headDim)
         let start = p * plan.partitionKeys
         var maxContext = 0
@@ -485,11 +492,7 @@ struct AttentionSlot {
         let end = min(start + plan.partitionKeys, maxContext)
         table.withUnsafeBufferPointer { table in
             let table = table.baseAddress!
-            var pos = start
-            while pos < end {
-                scoreBlock(table, pos, end, start)
-                pos += min(bs, end - pos)
-            }
+            scoreKeys(table, start, end)
             // Each row's softmax over its own keys; with padding, its probabilities are zero past them up to
             // the partition's width (softmaxRow zeroes its last vector's lanes past nr, this the rest).
             let width = end - start

@@ -117,9 +117,10 @@ void pagoda_q_force_isa(int isa);
 
 // ---- Attention over the u8 KV cache (see LayerKV in PagedAttention.swift) ----
 //
-// Per block and KV head, keys: codes[headDim][bs] (u8), then scale[headDim/16][bs] and min[headDim/16][bs]
-// (fp16); values: codes[bs][headDim], then scale[bs] and min[bs] (fp16). An element is min + scale·code.
-// headDim and bs are multiples of 16.
+// Per block and KV head, keys: codes[headDim/2][bs][2] (u8; dimensions 2p and 2p + 1 of a slot side by side), then
+// scale[headDim/16][bs] and min[headDim/16][bs] (fp16); values: codes[bs/2][headDim][2] (slots 2k and 2k + 1 of a
+// dimension side by side), then scale[bs] and min[bs] (fp16). An element is min + scale·code. headDim and bs are
+// multiples of 16.
 
 /// Stores one token's keys and values ([kvHeads × hd] each) at `slot` of the block whose first head's runs start at
 /// `keys` and `values`: per group of 16 key dimensions and per value row, scale = fp16((max − min)/255),
@@ -127,18 +128,30 @@ void pagoda_q_force_isa(int isa);
 void pagoda_kv_store_u8(uint8_t *keys, uint8_t *values, int64_t slot, int64_t bs, int64_t hd, int64_t kv_heads,
                         const float *k, const float *v);
 
-/// scores[r·ld + j] for the 16-key steps of [0, n) of one block's keys (`run`): per group of 16 dimensions,
-/// scale·Σ q·code + (Σ q)·min, with qsum[r·headDim/16 + g] the row's sum over the group. Lanes past n are garbage.
-void pagoda_attn_scores_u8(const float *q, const float *qsum, int64_t rows, const uint8_t *run, int64_t bs, int64_t n,
-                           int64_t hd, float *scores, int64_t ld);
+/// One query row (hd values) for the u8 scores: per group of 16 dimensions, q16 = the nearest integers to
+/// q·32767/max|q| (0 when max|q| is 0), qscale = max|q|/32767, and qsum = Σ q (16 lanes summed by halves).
+void pagoda_attn_query_i16(const float *q, int64_t hd, int16_t *q16, float *qscale, float *qsum);
+
+/// scores[r·ld + (pos − start)] for the keys [start, end) (start a multiple of bs) of one KV head: key runs at
+/// keys + table[pos / bs]·key_stride (key_run bytes each), rows 0 ..< rows of q16 ([rows × hd]), qscale and qsum
+/// ([rows × hd/16], see pagoda_attn_query_i16): per group of 16 dimensions, the exact integer Σ q16·code, as fp32,
+/// times qscale, fused-multiply-added with the key's scale, then qsum·min fused-multiply-added. Lanes past end in
+/// the last 16 are garbage. Prefetches the key runs ahead and each block's value run (at values +
+/// table[·]·value_stride, value_run bytes) for the value pass.
+void pagoda_attn_scores_u8(const int16_t *q16, const float *qscale, const float *qsum, int64_t rows,
+                           const int32_t *table, const uint8_t *keys, int64_t key_stride, int64_t key_run,
+                           const uint8_t *values, int64_t value_stride, int64_t value_run, int64_t start, int64_t end,
+                           int64_t bs, int64_t hd, float *scores, int64_t ld);
 
 /// Query rows one call of pagoda_attn_values_u8 accumulates at once (each value row is converted once for all).
 #define PAGODA_ATTN_VALUE_ROWS 6
 
 /// acc[r][·] = Σ_j probs[r·ldp + j]·value_j for `keys` keys from sequence position `start` (a multiple of 16), rows
 /// 0 ..< rows (1 to PAGODA_ATTN_VALUE_ROWS); value runs of the head at head0 + table[block]·stride. A row with fewer
-/// keys has zero probabilities past them. Per element: Σ_j (p_j·scale_j)·code_j in key order, plus Σ_j p_j·min_j
-/// taken in 16 lanes (key j in lane j mod 16) summed by halves; neither depends on `rows` or on keys past the row's.
+/// keys has zero probabilities past them. Per row and 16 keys: w_j = p_j·scale_j, as int16 steps of the power of two
+/// that puts the 16 keys' largest w in [16384, 32768) steps (no step when it is below 2^-100); per element, the 16 keys' exact integer Σ w16_j·code_j, as fp32, times
+/// the step, fused-multiply-added into the element in key order; at the end, Σ_j p_j·min_j (16 lanes, key j in lane
+/// j mod 16, summed by halves) is added. Nothing depends on `rows` or on keys past the row's.
 void pagoda_attn_values_u8(float *acc, int64_t rows, const float *probs, int64_t ldp, int64_t keys, int64_t start,
                            const int32_t *table, const uint8_t *head0, int64_t bs, int64_t stride, int64_t hd);
 
