@@ -920,6 +920,28 @@ static void hgemm_scalar(const uint16_t *w, int32_t bf, int64_t rows, int64_t co
     }
 }
 
+// fp32 weights in the same layout (groups of 8 rows, chunks of 16 columns, zero padded) and the same arithmetic
+// as pagoda_hgemm: one contiguous stream per group, as the 16-bit matrices read theirs.
+static inline const float *schunk(const float *w, int64_t chunks, int64_t r, int64_t c) {
+    return w + (((r / HG) * chunks + c) * HG + r % HG) * HK;
+}
+
+static void sgemm_scalar(const float *w, int64_t cols, const float *x, int64_t tokens, float *y, int64_t ldy,
+                         int64_t r0, int64_t r1, const float *bias) {
+    const int64_t chunks = (cols + HK - 1) / HK;
+    for (int64_t r = r0; r < r1; r++) {
+        for (int64_t t = 0; t < tokens; t++) {
+            const float *xt = x + t * cols;
+            float acc = 0.0f;
+            for (int64_t c = 0; c < chunks; c++) {
+                const float *wc = schunk(w, chunks, r, c);
+                for (int j = 0; j < HK && c * HK + j < cols; j++) acc = fmaf(xt[c * HK + j], wc[j], acc);
+            }
+            y[t * ldy + r] = bias ? acc + bias[r] : acc;
+        }
+    }
+}
+
 #ifdef PQ_X86
 #define T512H __attribute__((target("avx512f,avx512bw,avx512vl,fma,f16c")))
 
@@ -974,6 +996,48 @@ T512H __attribute__((noinline)) static void hgemm512(const uint16_t *w, int32_t 
         for (int64_t t = 0; t < tokens; t++) htile512(w, bf, cols, x, t, r, 1, 1, y, ldy, bias);
 }
 
+/// NT tokens × NR rows of fp32 weights (see htile512).
+T512H INL void stile512(const float *w, int64_t cols, const float *x, int64_t t0, int64_t r, const int NT, const int NR,
+                        float *y, int64_t ldy, const float *bias) {
+    const int64_t chunks = (cols + HK - 1) / HK;
+    __m512 acc[4][8];
+    for (int n = 0; n < NT; n++)
+        for (int i = 0; i < NR; i++) acc[n][i] = _mm512_setzero_ps();
+    const float *wp = schunk(w, chunks, r, 0);
+    for (int64_t c = 0; c < chunks; c++, wp += HG * HK) {
+        const int64_t k = c * HK;
+        const __mmask16 m = cols - k >= HK ? (__mmask16)0xffff : (__mmask16)((1u << (cols - k)) - 1u);
+        __m512 wv[8];
+        for (int i = 0; i < NR; i++) wv[i] = _mm512_loadu_ps(wp + i * HK);
+        for (int n = 0; n < NT; n++) {
+            const __m512 xv = _mm512_maskz_loadu_ps(m, x + (t0 + n) * cols + k);
+            for (int i = 0; i < NR; i++) acc[n][i] = _mm512_fmadd_ps(xv, wv[i], acc[n][i]);
+        }
+    }
+    for (int n = 0; n < NT; n++)
+        for (int i = 0; i < NR; i++) {
+            const float v = _mm512_reduce_add_ps(acc[n][i]);
+            y[(t0 + n) * ldy + r + i] = bias ? v + bias[r + i] : v;
+        }
+}
+
+T512H __attribute__((noinline)) static void sgemm512(const float *w, int64_t cols, const float *x, int64_t tokens,
+                                                      float *y, int64_t ldy, int64_t r0, int64_t r1, const float *bias) {
+    int64_t r = r0;
+    if (tokens < 4) {
+        for (; r + 8 <= r1 && r % 8 == 0; r += 8)
+            for (int64_t t = 0; t < tokens; t++) stile512(w, cols, x, t, r, 1, 8, y, ldy, bias);
+    } else {
+        for (; r + 4 <= r1 && r % 4 == 0; r += 4) {
+            int64_t t = 0;
+            for (; t + 4 <= tokens; t += 4) stile512(w, cols, x, t, r, 4, 4, y, ldy, bias);
+            for (; t < tokens; t++) stile512(w, cols, x, t, r, 1, 4, y, ldy, bias);
+        }
+    }
+    for (; r < r1; r++)
+        for (int64_t t = 0; t < tokens; t++) stile512(w, cols, x, t, r, 1, 1, y, ldy, bias);
+}
+
 T256 INL __m256 hload256(const uint16_t *p, int bf) {
     const __m128i h = _mm_loadu_si128((const __m128i *)p);
     if (bf) return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
@@ -1025,5 +1089,48 @@ void pagoda_hgemm(const uint16_t *w, int32_t is_bf16, int64_t rows, int64_t cols
     for (int64_t t = 0; t < tokens; t += PAGODA_H_TOKEN_CHUNK) {
         const int64_t n = tokens - t < PAGODA_H_TOKEN_CHUNK ? tokens - t : PAGODA_H_TOKEN_CHUNK;
         hgemm_chunk(w, is_bf16, rows, cols, x + t * cols, n, y + t * ldy, ldy, r0, r1, bias);
+    }
+}
+
+#ifdef PQ_X86
+T256 __attribute__((noinline)) static void sgemm256(const float *w, int64_t cols, const float *x, int64_t tokens,
+                                                     float *y, int64_t ldy, int64_t r0, int64_t r1, const float *bias) {
+    const int64_t chunks = (cols + HK - 1) / HK, full = cols / HK;
+    for (int64_t r = r0; r < r1; r++) {
+        for (int64_t t = 0; t < tokens; t++) {
+            const float *xt = x + t * cols;
+            __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+            for (int64_t c = 0; c < full; c++) {
+                const float *wc = schunk(w, chunks, r, c);
+                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(xt + c * HK), _mm256_loadu_ps(wc), a0);
+                a1 = _mm256_fmadd_ps(_mm256_loadu_ps(xt + c * HK + 8), _mm256_loadu_ps(wc + 8), a1);
+            }
+            float l[16];
+            _mm256_storeu_ps(l, a0);
+            _mm256_storeu_ps(l + 8, a1);
+            float v = (((l[0] + l[8]) + (l[4] + l[12])) + ((l[2] + l[10]) + (l[6] + l[14])))
+                    + (((l[1] + l[9]) + (l[5] + l[13])) + ((l[3] + l[11]) + (l[7] + l[15])));
+            if (full < chunks) {
+                const float *wc = schunk(w, chunks, r, full);
+                for (int64_t k = full * HK; k < cols; k++) v = fmaf(xt[k], wc[k - full * HK], v);
+            }
+            y[t * ldy + r] = bias ? v + bias[r] : v;
+        }
+    }
+}
+#endif
+
+void pagoda_sgemm(const float *w, int64_t cols, const float *x, int64_t tokens, float *y, int64_t ldy, int64_t r0,
+                  int64_t r1, const float *bias) {
+    for (int64_t t = 0; t < tokens; t += PAGODA_H_TOKEN_CHUNK) {
+        const int64_t n = tokens - t < PAGODA_H_TOKEN_CHUNK ? tokens - t : PAGODA_H_TOKEN_CHUNK;
+        const float *xc = x + t * cols;
+        float *yc = y + t * ldy;
+#ifdef PQ_X86
+        const int isa = pagoda_q_isa();
+        if (isa == 2) { sgemm512(w, cols, xc, n, yc, ldy, r0, r1, bias); continue; }
+        if (isa == 1) { sgemm256(w, cols, xc, n, yc, ldy, r0, r1, bias); continue; }
+#endif
+        sgemm_scalar(w, cols, xc, n, yc, ldy, r0, r1, bias);
     }
 }

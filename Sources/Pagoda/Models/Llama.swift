@@ -5,11 +5,11 @@ import Foundation
 /// Quantized weights (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K) stay quantized in a `QuantizedMatrix` and are
 /// multiplied by int8-quantized activations; F16 and BF16 weights stay in the file's 16-bit form
 /// (`HalfMatrix`, fp32 activations); other types (and every type when `fp32` is set) are dequantized to fp32
-/// and use `matmulF32`.
+/// (`FloatMatrix`).
 public struct Linear: Sendable {
     public let outFeatures: Int
     public let inFeatures: Int
-    let weight: FloatBuffer?
+    let weight: FloatMatrix?
     let quantized: QuantizedMatrix?
     let half: HalfMatrix?
     let bias: FloatBuffer?
@@ -17,13 +17,13 @@ public struct Linear: Sendable {
     init(_ t: Tensor, bias b: Tensor? = nil, fp32: Bool = false) {
         outFeatures = t.rows
         inFeatures = t.columns
-        var q: QuantizedMatrix?, h: HalfMatrix?, w: FloatBuffer?
+        var q: QuantizedMatrix?, h: HalfMatrix?, w: FloatMatrix?
         if !fp32, QuantizedMatrix.supportedTypes.contains(t.dtype), let m = try? QuantizedMatrix(t) {
             q = m
         } else if !fp32, let m = HalfMatrix(t) {
             h = m
         } else {
-            w = FloatBuffer(t.toFloats())
+            w = FloatMatrix(t)
         }
         quantized = q
         half = h
@@ -43,7 +43,7 @@ public struct Linear: Sendable {
         } else if let half {
             half.multiply(x: x, tokens: tokens, y: y, bias: b, pool: pool)
         } else {
-            matmulF32(x: x, tokens: tokens, w: weight!.pointer, rows: outFeatures, cols: inFeatures, bias: b, y: y, pool: pool)
+            weight!.multiply(x: x, tokens: tokens, y: y, bias: b, pool: pool)
         }
     }
 }
@@ -80,8 +80,8 @@ struct EmbeddingTable: @unchecked Sendable {
     let dtype: DType
     let columns: Int
     let rowBytes: Int
-    /// The fp32 table, when kept as fp32.
-    let floats: FloatBuffer?
+    /// The fp32 table, when kept as fp32: repacked for the LM head's product (`FloatMatrix`), rows read back from it.
+    let floats: FloatMatrix?
     private let region: HugePageRegion?
     private let raw: UnsafeRawPointer?
 
@@ -90,7 +90,7 @@ struct EmbeddingTable: @unchecked Sendable {
         columns = t.columns
         rowBytes = t.dtype.byteCount(elements: t.columns)
         if fp32 || t.dtype == .f32 || t.columns % t.dtype.blockSize != 0 {
-            floats = FloatBuffer(t.toFloats())
+            floats = FloatMatrix(t)
             region = nil
             raw = nil
         } else {
@@ -105,7 +105,7 @@ struct EmbeddingTable: @unchecked Sendable {
     /// Row `token` as fp32 into `dst[columns]`.
     func row(_ token: Int, into dst: UnsafeMutablePointer<Float>) {
         if let floats {
-            dst.update(from: floats.pointer + token * columns, count: columns)
+            floats.row(token, into: dst)
         } else {
             dequantize(dtype, raw! + token * rowBytes, dst, count: columns)
         }
@@ -418,8 +418,7 @@ public final class LlamaModel: Sendable {
                 quantizeInput(sel, tokens: m, cols: h, for: head, into: qx, pool: pool)
                 head(sel, tokens: m, into: out.baseAddress!, qx: qx, pool: pool)
             } else {
-                matmulF32(x: sel, tokens: m, w: embedding.floats!.pointer, rows: c.vocabSize, cols: h, y: out.baseAddress!,
-                          pool: pool)
+                embedding.floats!.multiply(x: sel, tokens: m, y: out.baseAddress!, bias: nil, pool: pool)
             }
             count = m * c.vocabSize
         }

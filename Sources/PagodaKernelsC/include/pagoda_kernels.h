@@ -107,6 +107,11 @@ int pagoda_q_isa(void);
 void pagoda_hgemm(const uint16_t *w, int32_t is_bf16, int64_t rows, int64_t cols, const float *x, int64_t tokens,
                   float *y, int64_t ldy, int64_t r0, int64_t r1, const float *bias);
 
+/// The same for fp32 weights in the same layout (groups of 8 rows, chunks of 16 columns, zero padded) and with the
+/// same arithmetic: y[t*ldy + r] for rows [r0, r1) and all tokens.
+void pagoda_sgemm(const float *w, int64_t cols, const float *x, int64_t tokens, float *y, int64_t ldy, int64_t r0,
+                  int64_t r1, const float *bias);
+
 /// A register-only loop of the code path's int8 dot-product instruction (12 independent chains), for
 /// measuring the compute peak; returns a value that depends on every chain.
 int64_t pagoda_int8_dot_loop(int64_t iters, int32_t seed);
