@@ -1,5 +1,4 @@
 #include "pagoda_kernels.h"
-#include <math.h>
 #include <string.h>
 
 // Attention over the u8 KV cache (see pagoda_kernels.h for the layout). Key codes are multiplied by int16 queries
