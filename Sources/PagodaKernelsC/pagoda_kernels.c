@@ -884,7 +884,7 @@ int64_t pagoda_int8_dot_loop_ops(void) {
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// Half-precision weights × fp32 activations. Layout (see pagoda_kernels.h): groups of 8 rows; for each group
+// Half-precision (and fp32) weights × fp32 activations. Layout (see pagoda_kernels.h): groups of 8 rows; for each group
 // and each chunk of 16 columns, the 8 rows' 16 values back to back (256 bytes), zero-padded past the last
 // column and the last row, so a tile reads one contiguous stream.
 
@@ -898,35 +898,32 @@ static inline float bf16_to_float(uint16_t h) {
 #define HG 8    // rows per group
 #define HK 16   // columns per chunk
 
-static inline const uint16_t *hchunk(const uint16_t *w, int64_t chunks, int64_t r, int64_t c) {
-    return w + (((r / HG) * chunks + c) * HG + r % HG) * HK;
+// Weight kinds of the 8-row interleaved matrices: the fp32 ones (FloatMatrix) share the layout and arithmetic.
+#define W_F16 0
+#define W_BF16 1
+#define W_F32 2
+
+/// Bytes per weight of a kind.
+static inline int64_t wbytes(int wk) { return wk == W_F32 ? 4 : 2; }
+
+/// The chunk of row r, chunk c (its 16 values, as raw weights of the matrix's kind).
+static inline const uint8_t *wchunk(const void *w, int wk, int64_t chunks, int64_t r, int64_t c) {
+    return (const uint8_t *)w + (((r / HG) * chunks + c) * HG + r % HG) * HK * wbytes(wk);
 }
 
-static void hgemm_scalar(const uint16_t *w, int32_t bf, int64_t rows, int64_t cols, const float *x, int64_t tokens,
-                         float *y, int64_t ldy, int64_t r0, int64_t r1, const float *bias) {
-    (void)rows;
-    const int64_t chunks = (cols + HK - 1) / HK;
-    for (int64_t r = r0; r < r1; r++) {
-        for (int64_t t = 0; t < tokens; t++) {
-            const float *xt = x + t * cols;
-            float acc = 0.0f;
-            for (int64_t c = 0; c < chunks; c++) {
-                const uint16_t *wc = hchunk(w, chunks, r, c);
-                for (int j = 0; j < HK && c * HK + j < cols; j++)
-                    acc = fmaf(xt[c * HK + j], bf ? bf16_to_float(wc[j]) : half_to_float(wc[j]), acc);
-            }
-            y[t * ldy + r] = bias ? acc + bias[r] : acc;
-        }
+/// Weight j of a chunk as fp32.
+static inline float wvalue(const uint8_t *wc, int wk, int64_t j) {
+    if (wk == W_F32) {
+        float f;
+        memcpy(&f, wc + 4 * j, 4);
+        return f;
     }
+    uint16_t h;
+    memcpy(&h, wc + 2 * j, 2);
+    return wk == W_BF16 ? bf16_to_float(h) : half_to_float(h);
 }
 
-// fp32 weights in the same layout (groups of 8 rows, chunks of 16 columns, zero padded) and the same arithmetic
-// as pagoda_hgemm: one contiguous stream per group, as the 16-bit matrices read theirs.
-static inline const float *schunk(const float *w, int64_t chunks, int64_t r, int64_t c) {
-    return w + (((r / HG) * chunks + c) * HG + r % HG) * HK;
-}
-
-static void sgemm_scalar(const float *w, int64_t cols, const float *x, int64_t tokens, float *y, int64_t ldy,
+static void wgemm_scalar(const void *w, int wk, int64_t cols, const float *x, int64_t tokens, float *y, int64_t ldy,
                          int64_t r0, int64_t r1, const float *bias) {
     const int64_t chunks = (cols + HK - 1) / HK;
     for (int64_t r = r0; r < r1; r++) {
@@ -934,8 +931,8 @@ static void sgemm_scalar(const float *w, int64_t cols, const float *x, int64_t t
             const float *xt = x + t * cols;
             float acc = 0.0f;
             for (int64_t c = 0; c < chunks; c++) {
-                const float *wc = schunk(w, chunks, r, c);
-                for (int j = 0; j < HK && c * HK + j < cols; j++) acc = fmaf(xt[c * HK + j], wc[j], acc);
+                const uint8_t *wc = wchunk(w, wk, chunks, r, c);
+                for (int j = 0; j < HK && c * HK + j < cols; j++) acc = fmaf(xt[c * HK + j], wvalue(wc, wk, j), acc);
             }
             y[t * ldy + r] = bias ? acc + bias[r] : acc;
         }
@@ -945,25 +942,27 @@ static void sgemm_scalar(const float *w, int64_t cols, const float *x, int64_t t
 #ifdef PQ_X86
 #define T512H __attribute__((target("avx512f,avx512bw,avx512vl,fma,f16c")))
 
-T512H INL __m512 hload512(const uint16_t *p, int bf) {
+/// 16 weights of a kind as floats.
+T512H INL __m512 wload512(const uint8_t *p, int wk) {
+    if (wk == W_F32) return _mm512_loadu_ps((const float *)p);
     const __m256i h = _mm256_loadu_si256((const __m256i *)p);
-    if (bf) return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+    if (wk == W_BF16) return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
     return _mm512_cvtph_ps(h);
 }
 
 /// NT tokens × NR rows (r .. r+NR-1, inside one group) starting at token t0: one 16-lane accumulator per pair.
-T512H INL void htile512(const uint16_t *w, int bf, int64_t cols, const float *x, int64_t t0, int64_t r, const int NT,
+T512H INL void wtile512(const void *w, int wk, int64_t cols, const float *x, int64_t t0, int64_t r, const int NT,
                         const int NR, float *y, int64_t ldy, const float *bias) {
-    const int64_t chunks = (cols + HK - 1) / HK;
+    const int64_t chunks = (cols + HK - 1) / HK, step = HG * HK * wbytes(wk), row = HK * wbytes(wk);
     __m512 acc[4][8];
     for (int n = 0; n < NT; n++)
         for (int i = 0; i < NR; i++) acc[n][i] = _mm512_setzero_ps();
-    const uint16_t *wp = hchunk(w, chunks, r, 0);
-    for (int64_t c = 0; c < chunks; c++, wp += HG * HK) {
+    const uint8_t *wp = wchunk(w, wk, chunks, r, 0);
+    for (int64_t c = 0; c < chunks; c++, wp += step) {
         const int64_t k = c * HK;
         const __mmask16 m = cols - k >= HK ? (__mmask16)0xffff : (__mmask16)((1u << (cols - k)) - 1u);
         __m512 wv[8];
-        for (int i = 0; i < NR; i++) wv[i] = hload512(wp + i * HK, bf);
+        for (int i = 0; i < NR; i++) wv[i] = wload512(wp + i * row, wk);
         for (int n = 0; n < NT; n++) {
             const __m512 xv = _mm512_maskz_loadu_ps(m, x + (t0 + n) * cols + k);
             for (int i = 0; i < NR; i++) acc[n][i] = _mm512_fmadd_ps(xv, wv[i], acc[n][i]);
@@ -976,134 +975,43 @@ T512H INL void htile512(const uint16_t *w, int bf, int64_t cols, const float *x,
         }
 }
 
-T512H __attribute__((noinline)) static void hgemm512(const uint16_t *w, int32_t bf, int64_t rows, int64_t cols,
-                                                      const float *x, int64_t tokens, float *y, int64_t ldy, int64_t r0,
-                                                      int64_t r1, const float *bias) {
-    (void)rows;
+T512H __attribute__((noinline)) static void wgemm512(const void *w, int wk, int64_t cols, const float *x, int64_t tokens,
+                                                      float *y, int64_t ldy, int64_t r0, int64_t r1, const float *bias) {
     int64_t r = r0;
     if (tokens < 4) {
         // Decode: a whole group at a time streams the weights.
         for (; r + 8 <= r1 && r % 8 == 0; r += 8)
-            for (int64_t t = 0; t < tokens; t++) htile512(w, bf, cols, x, t, r, 1, 8, y, ldy, bias);
+            for (int64_t t = 0; t < tokens; t++) wtile512(w, wk, cols, x, t, r, 1, 8, y, ldy, bias);
     } else {
         for (; r + 4 <= r1 && r % 4 == 0; r += 4) {
             int64_t t = 0;
-            for (; t + 4 <= tokens; t += 4) htile512(w, bf, cols, x, t, r, 4, 4, y, ldy, bias);
-            for (; t < tokens; t++) htile512(w, bf, cols, x, t, r, 1, 4, y, ldy, bias);
+            for (; t + 4 <= tokens; t += 4) wtile512(w, wk, cols, x, t, r, 4, 4, y, ldy, bias);
+            for (; t < tokens; t++) wtile512(w, wk, cols, x, t, r, 1, 4, y, ldy, bias);
         }
     }
     for (; r < r1; r++)
-        for (int64_t t = 0; t < tokens; t++) htile512(w, bf, cols, x, t, r, 1, 1, y, ldy, bias);
+        for (int64_t t = 0; t < tokens; t++) wtile512(w, wk, cols, x, t, r, 1, 1, y, ldy, bias);
 }
 
-/// NT tokens × NR rows of fp32 weights (see htile512).
-T512H INL void stile512(const float *w, int64_t cols, const float *x, int64_t t0, int64_t r, const int NT, const int NR,
-                        float *y, int64_t ldy, const float *bias) {
-    const int64_t chunks = (cols + HK - 1) / HK;
-    __m512 acc[4][8];
-    for (int n = 0; n < NT; n++)
-        for (int i = 0; i < NR; i++) acc[n][i] = _mm512_setzero_ps();
-    const float *wp = schunk(w, chunks, r, 0);
-    for (int64_t c = 0; c < chunks; c++, wp += HG * HK) {
-        const int64_t k = c * HK;
-        const __mmask16 m = cols - k >= HK ? (__mmask16)0xffff : (__mmask16)((1u << (cols - k)) - 1u);
-        __m512 wv[8];
-        for (int i = 0; i < NR; i++) wv[i] = _mm512_loadu_ps(wp + i * HK);
-        for (int n = 0; n < NT; n++) {
-            const __m512 xv = _mm512_maskz_loadu_ps(m, x + (t0 + n) * cols + k);
-            for (int i = 0; i < NR; i++) acc[n][i] = _mm512_fmadd_ps(xv, wv[i], acc[n][i]);
-        }
-    }
-    for (int n = 0; n < NT; n++)
-        for (int i = 0; i < NR; i++) {
-            const float v = _mm512_reduce_add_ps(acc[n][i]);
-            y[(t0 + n) * ldy + r + i] = bias ? v + bias[r + i] : v;
-        }
-}
-
-T512H __attribute__((noinline)) static void sgemm512(const float *w, int64_t cols, const float *x, int64_t tokens,
-                                                      float *y, int64_t ldy, int64_t r0, int64_t r1, const float *bias) {
-    int64_t r = r0;
-    if (tokens < 4) {
-        for (; r + 8 <= r1 && r % 8 == 0; r += 8)
-            for (int64_t t = 0; t < tokens; t++) stile512(w, cols, x, t, r, 1, 8, y, ldy, bias);
-    } else {
-        for (; r + 4 <= r1 && r % 4 == 0; r += 4) {
-            int64_t t = 0;
-            for (; t + 4 <= tokens; t += 4) stile512(w, cols, x, t, r, 4, 4, y, ldy, bias);
-            for (; t < tokens; t++) stile512(w, cols, x, t, r, 1, 4, y, ldy, bias);
-        }
-    }
-    for (; r < r1; r++)
-        for (int64_t t = 0; t < tokens; t++) stile512(w, cols, x, t, r, 1, 1, y, ldy, bias);
-}
-
-T256 INL __m256 hload256(const uint16_t *p, int bf) {
+/// 8 weights of a kind as floats.
+T256 INL __m256 wload256(const uint8_t *p, int wk) {
+    if (wk == W_F32) return _mm256_loadu_ps((const float *)p);
     const __m128i h = _mm_loadu_si128((const __m128i *)p);
-    if (bf) return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+    if (wk == W_BF16) return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
     return _mm256_cvtph_ps(h);
 }
 
-T256 __attribute__((noinline)) static void hgemm256(const uint16_t *w, int32_t bf, int64_t rows, int64_t cols,
-                                                     const float *x, int64_t tokens, float *y, int64_t ldy, int64_t r0,
-                                                     int64_t r1, const float *bias) {
-    (void)rows;
-    const int64_t chunks = (cols + HK - 1) / HK, full = cols / HK;
-    for (int64_t r = r0; r < r1; r++) {
-        for (int64_t t = 0; t < tokens; t++) {
-            const float *xt = x + t * cols;
-            __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-            for (int64_t c = 0; c < full; c++) {
-                const uint16_t *wc = hchunk(w, chunks, r, c);
-                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(xt + c * HK), hload256(wc, bf), a0);
-                a1 = _mm256_fmadd_ps(_mm256_loadu_ps(xt + c * HK + 8), hload256(wc + 8, bf), a1);
-            }
-            float l[16];
-            _mm256_storeu_ps(l, a0);
-            _mm256_storeu_ps(l + 8, a1);
-            float v = (((l[0] + l[8]) + (l[4] + l[12])) + ((l[2] + l[10]) + (l[6] + l[14])))
-                    + (((l[1] + l[9]) + (l[5] + l[13])) + ((l[3] + l[11]) + (l[7] + l[15])));
-            if (full < chunks) {
-                const uint16_t *wc = hchunk(w, chunks, r, full);
-                for (int64_t k = full * HK; k < cols; k++)
-                    v = fmaf(xt[k], bf ? bf16_to_float(wc[k - full * HK]) : half_to_float(wc[k - full * HK]), v);
-            }
-            y[t * ldy + r] = bias ? v + bias[r] : v;
-        }
-    }
-}
-#endif
-
-static void hgemm_chunk(const uint16_t *w, int32_t is_bf16, int64_t rows, int64_t cols, const float *x, int64_t tokens,
-                        float *y, int64_t ldy, int64_t r0, int64_t r1, const float *bias) {
-#ifdef PQ_X86
-    const int isa = pagoda_q_isa();
-    if (isa == 2) { hgemm512(w, is_bf16, rows, cols, x, tokens, y, ldy, r0, r1, bias); return; }
-    if (isa == 1) { hgemm256(w, is_bf16, rows, cols, x, tokens, y, ldy, r0, r1, bias); return; }
-#endif
-    hgemm_scalar(w, is_bf16, rows, cols, x, tokens, y, ldy, r0, r1, bias);
-}
-
-void pagoda_hgemm(const uint16_t *w, int32_t is_bf16, int64_t rows, int64_t cols, const float *x, int64_t tokens,
-                  float *y, int64_t ldy, int64_t r0, int64_t r1, const float *bias) {
-    for (int64_t t = 0; t < tokens; t += PAGODA_H_TOKEN_CHUNK) {
-        const int64_t n = tokens - t < PAGODA_H_TOKEN_CHUNK ? tokens - t : PAGODA_H_TOKEN_CHUNK;
-        hgemm_chunk(w, is_bf16, rows, cols, x + t * cols, n, y + t * ldy, ldy, r0, r1, bias);
-    }
-}
-
-#ifdef PQ_X86
-T256 __attribute__((noinline)) static void sgemm256(const float *w, int64_t cols, const float *x, int64_t tokens,
+T256 __attribute__((noinline)) static void wgemm256(const void *w, int wk, int64_t cols, const float *x, int64_t tokens,
                                                      float *y, int64_t ldy, int64_t r0, int64_t r1, const float *bias) {
-    const int64_t chunks = (cols + HK - 1) / HK, full = cols / HK;
+    const int64_t chunks = (cols + HK - 1) / HK, full = cols / HK, half = 8 * wbytes(wk);
     for (int64_t r = r0; r < r1; r++) {
         for (int64_t t = 0; t < tokens; t++) {
             const float *xt = x + t * cols;
             __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
             for (int64_t c = 0; c < full; c++) {
-                const float *wc = schunk(w, chunks, r, c);
-                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(xt + c * HK), _mm256_loadu_ps(wc), a0);
-                a1 = _mm256_fmadd_ps(_mm256_loadu_ps(xt + c * HK + 8), _mm256_loadu_ps(wc + 8), a1);
+                const uint8_t *wc = wchunk(w, wk, chunks, r, c);
+                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(xt + c * HK), wload256(wc, wk), a0);
+                a1 = _mm256_fmadd_ps(_mm256_loadu_ps(xt + c * HK + 8), wload256(wc + half, wk), a1);
             }
             float l[16];
             _mm256_storeu_ps(l, a0);
@@ -1111,8 +1019,8 @@ T256 __attribute__((noinline)) static void sgemm256(const float *w, int64_t cols
             float v = (((l[0] + l[8]) + (l[4] + l[12])) + ((l[2] + l[10]) + (l[6] + l[14])))
                     + (((l[1] + l[9]) + (l[5] + l[13])) + ((l[3] + l[11]) + (l[7] + l[15])));
             if (full < chunks) {
-                const float *wc = schunk(w, chunks, r, full);
-                for (int64_t k = full * HK; k < cols; k++) v = fmaf(xt[k], wc[k - full * HK], v);
+                const uint8_t *wc = wchunk(w, wk, chunks, r, full);
+                for (int64_t k = full * HK; k < cols; k++) v = fmaf(xt[k], wvalue(wc, wk, k - full * HK), v);
             }
             y[t * ldy + r] = bias ? v + bias[r] : v;
         }
@@ -1120,17 +1028,29 @@ T256 __attribute__((noinline)) static void sgemm256(const float *w, int64_t cols
 }
 #endif
 
-void pagoda_sgemm(const float *w, int64_t cols, const float *x, int64_t tokens, float *y, int64_t ldy, int64_t r0,
-                  int64_t r1, const float *bias) {
+/// Every kind's product, in token chunks of PAGODA_H_TOKEN_CHUNK.
+static void wgemm(const void *w, int wk, int64_t cols, const float *x, int64_t tokens, float *y, int64_t ldy,
+                  int64_t r0, int64_t r1, const float *bias) {
     for (int64_t t = 0; t < tokens; t += PAGODA_H_TOKEN_CHUNK) {
         const int64_t n = tokens - t < PAGODA_H_TOKEN_CHUNK ? tokens - t : PAGODA_H_TOKEN_CHUNK;
         const float *xc = x + t * cols;
         float *yc = y + t * ldy;
 #ifdef PQ_X86
         const int isa = pagoda_q_isa();
-        if (isa == 2) { sgemm512(w, cols, xc, n, yc, ldy, r0, r1, bias); continue; }
-        if (isa == 1) { sgemm256(w, cols, xc, n, yc, ldy, r0, r1, bias); continue; }
+        if (isa == 2) { wgemm512(w, wk, cols, xc, n, yc, ldy, r0, r1, bias); continue; }
+        if (isa == 1) { wgemm256(w, wk, cols, xc, n, yc, ldy, r0, r1, bias); continue; }
 #endif
-        sgemm_scalar(w, cols, xc, n, yc, ldy, r0, r1, bias);
+        wgemm_scalar(w, wk, cols, xc, n, yc, ldy, r0, r1, bias);
     }
+}
+
+void pagoda_hgemm(const uint16_t *w, int32_t is_bf16, int64_t rows, int64_t cols, const float *x, int64_t tokens,
+                  float *y, int64_t ldy, int64_t r0, int64_t r1, const float *bias) {
+    (void)rows;
+    wgemm(w, is_bf16 ? W_BF16 : W_F16, cols, x, tokens, y, ldy, r0, r1, bias);
+}
+
+void pagoda_sgemm(const float *w, int64_t cols, const float *x, int64_t tokens, float *y, int64_t ldy, int64_t r0,
+                  int64_t r1, const float *bias) {
+    wgemm(w, W_F32, cols, x, tokens, y, ldy, r0, r1, bias);
 }

@@ -1,4 +1,5 @@
 import Foundation
+import XCTest
 @testable import Pagoda
 
 /// Models shared by the tests, loaded once.
@@ -48,4 +49,36 @@ func multiplyForTest(rows: Int, x: [Float], tokens: Int, bias: [Float]?,
         }
     }
     return y
+}
+
+/// A matrix product `multiply(x, tokens, y, bias)` of `w[rows × cols]`, on every code path: each output within
+/// 1e-5 of Σ|w·x| (+ 1e-7) of a double-precision reference, and each token alone giving bitwise what it gives inside
+/// the batch (decode and prefill tiles). Leaves the detected code path in force.
+func checkMatrixProduct(rows: Int, cols: Int, w: [Float], x: [Float], tokens: Int, bias: [Float], label: String,
+                        multiply: (UnsafePointer<Float>, Int, UnsafeMutablePointer<Float>, UnsafePointer<Float>?) -> Void,
+                        file: StaticString = #filePath, line: UInt = #line) {
+    QuantizedMatrix.forceISA(-1)
+    for isa in 0...QuantizedMatrix.isa {
+        QuantizedMatrix.forceISA(isa)
+        let y = multiplyForTest(rows: rows, x: x, tokens: tokens, bias: bias) { multiply($0, tokens, $1, $2) }
+        for tk in 0..<tokens {
+            for r in 0..<rows {
+                var ref = Double(bias[r]), mag = abs(Double(bias[r]))
+                for k in 0..<cols {
+                    ref += Double(w[r * cols + k]) * Double(x[tk * cols + k])
+                    mag += abs(Double(w[r * cols + k]) * Double(x[tk * cols + k]))
+                }
+                XCTAssertEqual(Double(y[tk * rows + r]), ref, accuracy: 1e-5 * mag + 1e-7,
+                               "\(label) \(rows)x\(cols) isa \(isa) token \(tk) row \(r)", file: file, line: line)
+            }
+        }
+        for tk in 0..<tokens {
+            let one = multiplyForTest(rows: rows, x: Array(x[tk * cols..<(tk + 1) * cols]), tokens: 1, bias: bias) {
+                multiply($0, 1, $1, $2)
+            }
+            XCTAssertEqual(one.map(\.bitPattern), Array(y[tk * rows..<(tk + 1) * rows]).map(\.bitPattern),
+                           "\(label) \(rows)x\(cols) isa \(isa): token \(tk) alone differs", file: file, line: line)
+        }
+    }
+    QuantizedMatrix.forceISA(-1)
 }
