@@ -177,7 +177,7 @@ void pagoda_attn_scores_u8(const int16_t *q16, const float *qscale, const float 
                            const uint8_t *values, int64_t value_stride, int64_t value_run, int64_t start, int64_t end,
                            int64_t bs, int64_t hd, float *scores, int64_t ld) {
     const int64_t groups = hd / 16;
-    const int vnni = pagoda_q_isa() == 2;
+    const int vnni = pagoda_q_isa() >= 2;
     for (int64_t pos = start; pos < end; pos += bs) {
         // Spread the requests over the loop (a burst of them stalls the core): the key run two blocks ahead, and
         // this block's value run for the value pass after the scores.
@@ -364,7 +364,7 @@ static inline __attribute__((always_inline)) void values_rows(float *acc, const 
 
 void pagoda_attn_values_u8(float *acc, int64_t rows, const float *probs, int64_t ldp, int64_t keys, int64_t start,
                            const int32_t *table, const uint8_t *head0, int64_t bs, int64_t stride, int64_t hd) {
-    const int vnni = pagoda_q_isa() == 2;
+    const int vnni = pagoda_q_isa() >= 2;
     switch (rows) {
         case 1: values_rows(acc, 1, probs, ldp, keys, start, table, head0, bs, stride, hd, vnni); break;
         case 2: values_rows(acc, 2, probs, ldp, keys, start, table, head0, bs, stride, hd, vnni); break;

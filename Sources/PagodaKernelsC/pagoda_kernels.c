@@ -1,5 +1,6 @@
 #include "pagoda_kernels.h"
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 // Float operations must happen exactly as written (no contraction of a·b + c): every path must agree bitwise.
@@ -7,7 +8,12 @@
 
 #if defined(__x86_64__)
 #include <immintrin.h>
+#include <cpuid.h>
 #define PQ_X86 1
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 #endif
 
 // ---------------------------------------------------------------------------------------------------------
@@ -225,7 +231,7 @@ static void quantize_q8_512(const float *x, int64_t tokens, int64_t cols, int8_t
 void pagoda_quantize_q8(const float *x, int64_t tokens, int64_t cols, int8_t *q, float *dx, int32_t *sx, float *dxs,
                         int32_t *sxh, int32_t *oi, float *ov) {
 #ifdef PQ_X86
-    if (pagoda_q_isa() == 2) {
+    if (pagoda_q_isa() >= 2) {
         quantize_q8_512(x, tokens, cols, q, dx, sx, dxs, sxh, oi, ov);
         return;
     }
@@ -484,6 +490,11 @@ T512 __attribute__((target("bmi2"))) INL __m512 qcolumn512(const uint8_t *gbase,
     return w;
 }
 
+T512 INL void finish512(const pagoda_qmat *m, const uint8_t *gbase, const int16_t *slot, const float *wcol,
+                        const int32_t *oi, const float *ov, int64_t t0, const int NT, const int NIB, const int MIN,
+                        const int HALF, const int SPLIT, const int HB, float *y, int64_t ldy, int64_t g,
+                        const float *bias, int64_t b1, __m512 *acc);
+
 T512 INL void tile512(const pagoda_qmat *m, const uint8_t *gbase, const uint8_t *pf, const uint8_t *pre, const int8_t *q, const float *dx, const int32_t *sx,
                       const float *dxs, const int32_t *sxh, const int16_t *slot, const float *wcol,
                       const int32_t *oi, const float *ov, int64_t t0, const int NT, const int NIB, const int MIN,
@@ -546,7 +557,19 @@ T512 INL void tile512(const pagoda_qmat *m, const uint8_t *gbase, const uint8_t 
             if (MIN) acc[n] = _mm512_fmadd_ps(wm, _mm512_set1_ps(dxs[t * nb + b]), acc[n]);
         }
     }
-    const int last = b1 == nb;
+    finish512(m, gbase, slot, wcol, oi, ov, t0, NT, NIB, MIN, HALF, SPLIT, HB, y, ldy, g, bias, b1, acc);
+}
+
+/// The end of a tile's column range: after the last block, each token's exact outliers, then the bias; then the
+/// sums of tokens t0 ..< t0 + NT go to y (a partial range's too, for the next range to continue).
+T512 INL void finish512(const pagoda_qmat *m, const uint8_t *gbase, const int16_t *slot, const float *wcol,
+                        const int32_t *oi, const float *ov, int64_t t0, const int NT, const int NIB, const int MIN,
+                        const int HALF, const int SPLIT, const int HB, float *y, int64_t ldy, int64_t g,
+                        const float *bias, int64_t b1, __m512 *acc) {
+    const int64_t r0 = g * PAGODA_Q_ROWS;
+    const int64_t nr = m->rows - r0 < PAGODA_Q_ROWS ? m->rows - r0 : PAGODA_Q_ROWS;
+    const __mmask16 mask = (__mmask16)((1u << nr) - 1u);
+    const int last = b1 == m->blocks;
     if (last) {
         for (int n = 0; n < NT; n++) {
             const int16_t *st = slot + (t0 + n) * NOUT;
@@ -555,7 +578,7 @@ T512 INL void tile512(const pagoda_qmat *m, const uint8_t *gbase, const uint8_t 
             for (int k = 0; k < NOUT; k++) {
                 // Decode dequantizes its columns here, from the blocks it has just streamed.
                 const __m512 w = wcol ? _mm512_load_ps(wcol + 16 * st[k])
-                                      : qcolumn512(gbase, bb, oit[k], off, NIB, MIN, HALF, SPLIT, HB);
+                                      : qcolumn512(gbase, m->block_bytes, oit[k], m->offset, NIB, MIN, HALF, SPLIT, HB);
                 acc[n] = _mm512_fmadd_ps(_mm512_set1_ps(ovt[k]), w, acc[n]);
             }
         }
@@ -624,6 +647,142 @@ DEF512(qgemm512_n5, 1, 0, 1, 0, 1)       // Q5_0
 DEF512(qgemm512_nm5, 1, 1, 1, 0, 1)      // Q5_1
 DEF512(qgemm512_nm5_f32, 1, 1, 0, 0, 1)  // Q5_K
 DEF512(qgemm512_ns6_f32, 1, 0, 0, 1, 2)  // Q6_K
+
+// ---------------------------------------------------------------------------------------------------------
+// AMX-INT8 (Sapphire Rapids and later): for batches, the integer sums of 16 tokens × 16 rows × one block come
+// from one tile multiply (`tdpbsud`: signed activations × unsigned codes, exact int32), whose weight operand is the
+// block's codes as stored (8 steps × 16 rows × 4 bytes) or unpacked; the float work per block and token is then
+// the AVX-512 path's, in the same order, so every result is bitwise what the VNNI tiles give.
+
+#define TAMX __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,fma,amx-tile,amx-int8")))
+
+/// Tile shapes: 0 and 3 the sums (16 tokens × 16 rows of int32), 1 and 4 the activations (16 tokens × 32 bytes),
+/// 2 and 5 the codes (8 steps × 64 bytes); two sets, so that a block's multiply overlaps the previous one's floats.
+typedef struct {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} amx_config;
+
+static __thread int amx_configured;
+
+TAMX static void amx_configure(void) {
+    amx_config c;
+    memset(&c, 0, sizeof c);
+    c.palette = 1;
+    for (int s = 0; s < 2; s++) {
+        c.rows[3 * s] = 16; c.colsb[3 * s] = 64;
+        c.rows[3 * s + 1] = 16; c.colsb[3 * s + 1] = 32;
+        c.rows[3 * s + 2] = 8; c.colsb[3 * s + 2] = 64;
+    }
+    _tile_loadconfig(&c);
+    amx_configured = 1;
+}
+
+#ifndef AMX_AHEAD
+#define AMX_AHEAD 2
+#endif
+#define AMX_RING (AMX_AHEAD + 1)
+
+/// Starts block b's sums for tokens t0 ..< t0 + 16 into out (tile set S).
+#define AMX_ISSUE(S, A, ACOLS, B, OUT) do { \
+        _tile_zero(3 * (S)); \
+        _tile_loadd(3 * (S) + 1, (A), (ACOLS)); \
+        _tile_loadd(3 * (S) + 2, (B), 64); \
+        _tile_dpbsud(3 * (S), 3 * (S) + 1, 3 * (S) + 2); \
+        _tile_stored(3 * (S), (OUT), 64); \
+    } while (0)
+
+TAMX INL void amxtile(const pagoda_qmat *m, const uint8_t *gbase, const uint8_t *pre, const int8_t *q, const float *dx,
+                      const int32_t *sx, const float *dxs, const int16_t *slot, const float *wcol, const int32_t *oi,
+                      const float *ov, int64_t t0, const int NIB, const int MIN, const int HALF, const int HB,
+                      float *y, int64_t ldy, int64_t g, const float *bias, int64_t b0, int64_t b1) {
+    const int64_t nb = m->blocks, cols = m->cols, bb = m->block_bytes;
+    const int64_t sbytes = HALF ? 32 : 64, wofs = MIN ? 2 * sbytes : sbytes;
+    const int32_t off = m->offset;
+    const int64_t r0 = g * PAGODA_Q_ROWS;
+    const int64_t nr = m->rows - r0 < PAGODA_Q_ROWS ? m->rows - r0 : PAGODA_Q_ROWS;
+    const __mmask16 mask = (__mmask16)((1u << nr) - 1u);
+    _Alignas(64) int32_t sums[AMX_RING][16 * 16];
+    // The 16 tokens' sums stay in registers across the blocks (named, so that none is kept in memory).
+#define AMX_ACC(n) __m512 a##n = b0 == 0 ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(mask, y + (t0 + n) * ldy + r0);
+    AMX_ACC(0) AMX_ACC(1) AMX_ACC(2) AMX_ACC(3) AMX_ACC(4) AMX_ACC(5) AMX_ACC(6) AMX_ACC(7)
+    AMX_ACC(8) AMX_ACC(9) AMX_ACC(10) AMX_ACC(11) AMX_ACC(12) AMX_ACC(13) AMX_ACC(14) AMX_ACC(15)
+#undef AMX_ACC
+    const int8_t *xa = q + t0 * cols;
+#define AMX_CODES(B) (NIB ? pre + ((B) - b0) * 512 : gbase + (B) * bb + wofs)
+    // Block b's multiply is issued AMX_AHEAD blocks before its floats, into a ring of AMX_RING sums, alternating
+    // between the two tile sets: the tile unit runs ahead of the vector work instead of waiting on its stores.
+#define AMX_START(B) do { \
+        if (((B) - b0) & 1) AMX_ISSUE(1, xa + (B) * 32, cols, AMX_CODES(B), sums[((B) - b0) % AMX_RING]); \
+        else AMX_ISSUE(0, xa + (B) * 32, cols, AMX_CODES(B), sums[((B) - b0) % AMX_RING]); \
+    } while (0)
+    for (int64_t b = b0; b < b1 && b < b0 + AMX_AHEAD; b++) AMX_START(b);
+    for (int64_t b = b0; b < b1; b++) {
+        if (b + AMX_AHEAD < b1) AMX_START(b + AMX_AHEAD);
+        const int s = (int)((b - b0) % AMX_RING);
+        const uint8_t *blk = gbase + b * bb;
+        const __m512 wd = scales512(blk, HALF);
+        const __m512 wm = MIN ? scales512(blk + sbytes, HALF) : _mm512_setzero_ps();
+        const int32_t *cs = sums[s];
+        // Token t0 + n's block scale at dxp[n·nb] (walked, not multiplied).
+        const float *dxp = dx + t0 * nb + b, *dsp = dxs + t0 * nb + b;
+        const int32_t *sxp = sx + t0 * nb + b;
+#define AMX_EPI(n) { \
+            __m512i is = _mm512_load_si512((const void *)(cs + 16 * n)); \
+            if (off) is = _mm512_sub_epi32(is, _mm512_set1_epi32(off * *sxp)); \
+            const __m512 dd = _mm512_mul_ps(wd, _mm512_set1_ps(*dxp)); \
+            a##n = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), dd, a##n); \
+            if (MIN) a##n = _mm512_fmadd_ps(wm, _mm512_set1_ps(*dsp), a##n); \
+            dxp += nb; dsp += nb; sxp += nb; }
+        AMX_EPI(0) AMX_EPI(1) AMX_EPI(2) AMX_EPI(3) AMX_EPI(4) AMX_EPI(5) AMX_EPI(6) AMX_EPI(7)
+        AMX_EPI(8) AMX_EPI(9) AMX_EPI(10) AMX_EPI(11) AMX_EPI(12) AMX_EPI(13) AMX_EPI(14) AMX_EPI(15)
+#undef AMX_EPI
+    }
+#undef AMX_START
+#undef AMX_CODES
+    __m512 acc[16] = {a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15};
+    finish512(m, gbase, slot, wcol, oi, ov, t0, 16, NIB, MIN, HALF, 0, HB, y, ldy, g, bias, b1, acc);
+}
+
+/// Batches of 16 tokens or more: the AMX tiles for every 16 tokens, the VNNI tiles for the rest (same results).
+#define DEFAMX(NAME, NIB, MIN, HALF, HB) \
+    TAMX __attribute__((noinline)) static void NAME(const pagoda_qmat *m, const int8_t *q, const float *dx, \
+        const int32_t *sx, const float *dxs, const int32_t *sxh, const int32_t *oi, const float *ov, \
+        const int16_t *slot, const int32_t *uniq, int nuniq, int64_t tokens, float *y, int64_t ldy, int64_t g0, \
+        int64_t g1, const float *bias) { \
+        if (!amx_configured) amx_configure(); \
+        _Alignas(64) uint8_t wbuf[PRE_BLOCKS * 512]; \
+        _Alignas(64) float wcol[PAGODA_Q_TOKEN_CHUNK * NOUT * 16]; \
+        const int64_t kc = NIB ? PRE_BLOCKS : qcolumn_blocks(m, tokens); \
+        for (int64_t g = g0; g < g1; g++) { \
+            const uint8_t *gbase = m->data + g * m->blocks * m->block_bytes; \
+            for (int u = 0; u < nuniq; u++) \
+                _mm512_store_ps(wcol + 16 * u, qcolumn512(gbase, m->block_bytes, uniq[u], m->offset, NIB, MIN, HALF, 0, HB)); \
+            for (int64_t b0 = 0; b0 < m->blocks; b0 += kc) { \
+                const int64_t b1 = b0 + kc < m->blocks ? b0 + kc : m->blocks; \
+                if (NIB) { \
+                    for (int64_t b = b0; b < b1; b++) { \
+                        __m512i w[8]; \
+                        unpack512(gbase + b * m->block_bytes + codes_offset(m), HB, w); \
+                        for (int k = 0; k < 8; k++) _mm512_store_si512((void *)(wbuf + (b - b0) * 512 + 64 * k), w[k]); \
+                    } \
+                } \
+                int64_t t = 0; \
+                for (; t + 16 <= tokens; t += 16) amxtile(m, gbase, wbuf, q, dx, sx, dxs, slot, wcol, oi, ov, t, NIB, MIN, HALF, HB, y, ldy, g, bias, b0, b1); \
+                for (; t + 8 <= tokens; t += 8) tile512(m, gbase, 0, NIB ? wbuf : 0, q, dx, sx, dxs, sxh, slot, wcol, oi, ov, t, 8, NIB, MIN, HALF, 0, HB, y, ldy, g, bias, b0, b1); \
+                for (; t + 4 <= tokens; t += 4) tile512(m, gbase, 0, NIB ? wbuf : 0, q, dx, sx, dxs, sxh, slot, wcol, oi, ov, t, 4, NIB, MIN, HALF, 0, HB, y, ldy, g, bias, b0, b1); \
+                for (; t < tokens; t++) tile512(m, gbase, 0, NIB ? wbuf : 0, q, dx, sx, dxs, sxh, slot, wcol, oi, ov, t, 1, NIB, MIN, HALF, 0, HB, y, ldy, g, bias, b0, b1); \
+            } \
+        } \
+    }
+DEFAMX(qgemmamx_b, 0, 0, 1, 0)        // Q8_0
+DEFAMX(qgemmamx_n, 1, 0, 1, 0)        // Q4_0
+DEFAMX(qgemmamx_nm, 1, 1, 1, 0)       // Q4_1
+DEFAMX(qgemmamx_nm_f32, 1, 1, 0, 0)   // Q4_K
+DEFAMX(qgemmamx_n5, 1, 0, 1, 1)       // Q5_0
+DEFAMX(qgemmamx_nm5, 1, 1, 1, 1)      // Q5_1
+DEFAMX(qgemmamx_nm5_f32, 1, 1, 0, 1)  // Q5_K
 
 // ---------------------------------------------------------------------------------------------------------
 // AVX2 (no VNNI): vpmaddubsw + vpmaddwd per 8-row half. Codes above 31 (Q8_0's offset 128) would saturate
@@ -763,11 +922,29 @@ DEF256(qgemm256_ns6_f32, 1, 0, 0, 0, 1, 2)   // Q6_K
 // ---------------------------------------------------------------------------------------------------------
 // Dispatch.
 
+#ifdef PQ_X86
+/// Whether the CPU has AMX-INT8 tiles (CPUID leaf 7: AMX-TILE and AMX-INT8) and Linux lets this process use their
+/// state (arch_prctl ARCH_REQ_XCOMP_PERM for XTILEDATA, once, for every thread of the process).
+static int amx_available(void) {
+#if defined(__linux__)
+    const char *off = getenv("PAGODA_NO_AMX");  // measuring against the VNNI tiles
+    if (off && *off && strcmp(off, "0") != 0) return 0;
+    unsigned a, b, c, d;
+    if (__get_cpuid_max(0, 0) < 7) return 0;
+    __cpuid_count(7, 0, a, b, c, d);
+    if (!((d >> 24) & 1) || !((d >> 25) & 1)) return 0;
+    return syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) == 0;
+#else
+    return 0;
+#endif
+}
+#endif
+
 static int detected_isa(void) {
 #ifdef PQ_X86
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni")) return 2;
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni")) return amx_available() ? 3 : 2;
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return 1;
 #endif
     return 0;
@@ -812,17 +989,21 @@ static void qgemm_chunk(const pagoda_qmat *m, const int8_t *q, const float *dx, 
     typedef void (*qkernel)(const pagoda_qmat *, const int8_t *, const float *, const int32_t *, const float *,
                             const int32_t *, const int32_t *, const float *, const int16_t *, const int32_t *, int,
                             int64_t, float *, int64_t, int64_t, int64_t, const float *);
-    qkernel k512 = 0, k256 = 0;
+    qkernel kamx = 0, k512 = 0, k256 = 0;
     const int nib = m->nibble, mn = m->has_min, hs = m->half_scales, sp = m->split, hb = m->high_bits;
-    if (!nib && !mn && hs && !sp && !hb && m->offset == 128) { k512 = qgemm512_b; k256 = qgemm256_bw; }
-    else if (nib && !sp && hb == 0 && !mn && hs) { k512 = qgemm512_n; k256 = qgemm256_n; }
-    else if (nib && !sp && hb == 0 && mn && hs) { k512 = qgemm512_nm; k256 = qgemm256_nm; }
-    else if (nib && !sp && hb == 0 && mn && !hs) { k512 = qgemm512_nm_f32; k256 = qgemm256_nm_f32; }
-    else if (nib && !sp && hb == 1 && !mn && hs) { k512 = qgemm512_n5; k256 = qgemm256_n5; }
-    else if (nib && !sp && hb == 1 && mn && hs) { k512 = qgemm512_nm5; k256 = qgemm256_nm5; }
-    else if (nib && !sp && hb == 1 && mn && !hs) { k512 = qgemm512_nm5_f32; k256 = qgemm256_nm5_f32; }
+    if (!nib && !mn && hs && !sp && !hb && m->offset == 128) { kamx = qgemmamx_b; k512 = qgemm512_b; k256 = qgemm256_bw; }
+    else if (nib && !sp && hb == 0 && !mn && hs) { kamx = qgemmamx_n; k512 = qgemm512_n; k256 = qgemm256_n; }
+    else if (nib && !sp && hb == 0 && mn && hs) { kamx = qgemmamx_nm; k512 = qgemm512_nm; k256 = qgemm256_nm; }
+    else if (nib && !sp && hb == 0 && mn && !hs) { kamx = qgemmamx_nm_f32; k512 = qgemm512_nm_f32; k256 = qgemm256_nm_f32; }
+    else if (nib && !sp && hb == 1 && !mn && hs) { kamx = qgemmamx_n5; k512 = qgemm512_n5; k256 = qgemm256_n5; }
+    else if (nib && !sp && hb == 1 && mn && hs) { kamx = qgemmamx_nm5; k512 = qgemm512_nm5; k256 = qgemm256_nm5; }
+    else if (nib && !sp && hb == 1 && mn && !hs) { kamx = qgemmamx_nm5_f32; k512 = qgemm512_nm5_f32; k256 = qgemm256_nm5_f32; }
     else if (nib && sp && hb == 2 && !mn && !hs) { k512 = qgemm512_ns6_f32; k256 = qgemm256_ns6_f32; }
-    if (isa == 2 && k512) { k512(m, q, dx, sx, dxs, sxh, oi, ov, slot, uniq, nuniq, tokens, y, ldy, g0, g1, bias); return; }
+    if (isa == 3 && kamx && tokens >= 16) {
+        kamx(m, q, dx, sx, dxs, sxh, oi, ov, slot, uniq, nuniq, tokens, y, ldy, g0, g1, bias);
+        return;
+    }
+    if (isa >= 2 && k512) { k512(m, q, dx, sx, dxs, sxh, oi, ov, slot, uniq, nuniq, tokens, y, ldy, g0, g1, bias); return; }
     if (isa == 1 && k256) { k256(m, q, dx, sx, dxs, sxh, oi, ov, slot, uniq, nuniq, tokens, y, ldy, g0, g1, bias); return; }
 #endif
     (void)isa;
@@ -865,7 +1046,7 @@ T256 __attribute__((noinline)) static int64_t dot_loop256(int64_t iters, int32_t
 int64_t pagoda_int8_dot_loop(int64_t iters, int32_t seed) {
 #ifdef PQ_X86
     const int isa = pagoda_q_isa();
-    if (isa == 2) return dot_loop512(iters, seed);
+    if (isa >= 2) return dot_loop512(iters, seed);
     if (isa == 1) return dot_loop256(iters, seed);
 #endif
     int32_t c[12] = {0};
@@ -880,7 +1061,7 @@ int64_t pagoda_int8_dot_loop(int64_t iters, int32_t seed) {
 
 int64_t pagoda_int8_dot_loop_ops(void) {
     const int isa = pagoda_q_isa();
-    return isa == 2 ? 12 * 64 * 2 : isa == 1 ? 12 * 32 * 2 : 12 * 4 * 2;
+    return isa >= 2 ? 12 * 64 * 2 : isa == 1 ? 12 * 32 * 2 : 12 * 4 * 2;
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -1037,7 +1218,7 @@ static void wgemm(const void *w, int wk, int64_t cols, const float *x, int64_t t
         float *yc = y + t * ldy;
 #ifdef PQ_X86
         const int isa = pagoda_q_isa();
-        if (isa == 2) { wgemm512(w, wk, cols, xc, n, yc, ldy, r0, r1, bias); continue; }
+        if (isa >= 2) { wgemm512(w, wk, cols, xc, n, yc, ldy, r0, r1, bias); continue; }
         if (isa == 1) { wgemm256(w, wk, cols, xc, n, yc, ldy, r0, r1, bias); continue; }
 #endif
         wgemm_scalar(w, wk, cols, xc, n, yc, ldy, r0, r1, bias);

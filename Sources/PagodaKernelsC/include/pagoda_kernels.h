@@ -88,7 +88,8 @@ void pagoda_qgemm(const pagoda_qmat *m, const int8_t *q, const float *dx, const 
                   const int32_t *nuniq, int64_t tokens, float *y, int64_t ldy, int64_t g0, int64_t g1,
                   const float *bias);
 
-/// The code path in use: 0 scalar, 1 AVX2, 2 AVX-512 VNNI.
+/// The code path in use: 0 scalar, 1 AVX2, 2 AVX-512 VNNI, 3 the same with AMX-INT8 tiles for batches of 16 tokens or
+/// more (same results; other kernels treat 3 as 2).
 int pagoda_q_isa(void);
 
 // ---- Half-precision weights (F16 / BF16) × fp32 activations ----
