@@ -689,14 +689,15 @@ TAMX static void amx_configure(void) {
         _tile_zero(3 * (S)); \
         _tile_loadd(3 * (S) + 1, (A), (ACOLS)); \
         _tile_loadd(3 * (S) + 2, (B), 64); \
-        _tile_dpbsud(3 * (S), 3 * (S) + 1, 3 * (S) + 2); \
+        if (SGN) _tile_dpbssd(3 * (S), 3 * (S) + 1, 3 * (S) + 2); \
+        else _tile_dpbsud(3 * (S), 3 * (S) + 1, 3 * (S) + 2); \
         _tile_stored(3 * (S), (OUT), 64); \
     } while (0)
 
 TAMX INL void amxtile(const pagoda_qmat *m, const uint8_t *gbase, const uint8_t *pre, const int8_t *q, const float *dx,
                       const int32_t *sx, const float *dxs, const int16_t *slot, const float *wcol, const int32_t *oi,
                       const float *ov, int64_t t0, const int NIB, const int MIN, const int HALF, const int HB,
-                      float *y, int64_t ldy, int64_t g, const float *bias, int64_t b0, int64_t b1) {
+                      const int SGN, float *y, int64_t ldy, int64_t g, const float *bias, int64_t b0, int64_t b1) {
     const int64_t nb = m->blocks, cols = m->cols, bb = m->block_bytes;
     const int64_t sbytes = HALF ? 32 : 64, wofs = MIN ? 2 * sbytes : sbytes;
     const int32_t off = m->offset;
@@ -710,7 +711,7 @@ TAMX INL void amxtile(const pagoda_qmat *m, const uint8_t *gbase, const uint8_t 
     AMX_ACC(8) AMX_ACC(9) AMX_ACC(10) AMX_ACC(11) AMX_ACC(12) AMX_ACC(13) AMX_ACC(14) AMX_ACC(15)
 #undef AMX_ACC
     const int8_t *xa = q + t0 * cols;
-#define AMX_CODES(B) (NIB ? pre + ((B) - b0) * 512 : gbase + (B) * bb + wofs)
+#define AMX_CODES(B) (NIB || SGN ? pre + ((B) - b0) * 512 : gbase + (B) * bb + wofs)
     // Block b's multiply is issued AMX_AHEAD blocks before its floats, into a ring of AMX_RING sums, alternating
     // between the two tile sets: the tile unit runs ahead of the vector work instead of waiting on its stores.
 #define AMX_START(B) do { \
@@ -730,7 +731,7 @@ TAMX INL void amxtile(const pagoda_qmat *m, const uint8_t *gbase, const uint8_t 
         const int32_t *sxp = sx + t0 * nb + b;
 #define AMX_EPI(n) { \
             __m512i is = _mm512_load_si512((const void *)(cs + 16 * n)); \
-            if (off) is = _mm512_sub_epi32(is, _mm512_set1_epi32(off * *sxp)); \
+            if (off && !SGN) is = _mm512_sub_epi32(is, _mm512_set1_epi32(off * *sxp)); \
             const __m512 dd = _mm512_mul_ps(wd, _mm512_set1_ps(*dxp)); \
             a##n = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), dd, a##n); \
             if (MIN) a##n = _mm512_fmadd_ps(wm, _mm512_set1_ps(*dsp), a##n); \
@@ -746,7 +747,7 @@ TAMX INL void amxtile(const pagoda_qmat *m, const uint8_t *gbase, const uint8_t 
 }
 
 /// Batches of 16 tokens or more: the AMX tiles for every 16 tokens, the VNNI tiles for the rest (same results).
-#define DEFAMX(NAME, NIB, MIN, HALF, HB) \
+#define DEFAMX(NAME, NIB, MIN, HALF, HB, SGN) \
     TAMX __attribute__((noinline)) static void NAME(const pagoda_qmat *m, const int8_t *q, const float *dx, \
         const int32_t *sx, const float *dxs, const int32_t *sxh, const int32_t *oi, const float *ov, \
         const int16_t *slot, const int32_t *uniq, int nuniq, int64_t tokens, float *y, int64_t ldy, int64_t g0, \
@@ -754,35 +755,45 @@ TAMX INL void amxtile(const pagoda_qmat *m, const uint8_t *gbase, const uint8_t 
         if (!amx_configured) amx_configure(); \
         _Alignas(64) uint8_t wbuf[PRE_BLOCKS * 512]; \
         _Alignas(64) float wcol[PAGODA_Q_TOKEN_CHUNK * NOUT * 16]; \
-        const int64_t kc = NIB ? PRE_BLOCKS : qcolumn_blocks(m, tokens); \
+        const int64_t kc = NIB || SGN ? PRE_BLOCKS : qcolumn_blocks(m, tokens); \
         for (int64_t g = g0; g < g1; g++) { \
             const uint8_t *gbase = m->data + g * m->blocks * m->block_bytes; \
             for (int u = 0; u < nuniq; u++) \
                 _mm512_store_ps(wcol + 16 * u, qcolumn512(gbase, m->block_bytes, uniq[u], m->offset, NIB, MIN, HALF, 0, HB)); \
             for (int64_t b0 = 0; b0 < m->blocks; b0 += kc) { \
                 const int64_t b1 = b0 + kc < m->blocks ? b0 + kc : m->blocks; \
-                if (NIB) { \
+                if (NIB || SGN) { \
+                    /* The tile operand: nibbles unpacked to bytes; with an offset, the signed u − offset, */ \
+                    /* so that tdpbssd gives Σ u·q − offset·Σq with no correction per token. */ \
+                    const __m512i o8 = _mm512_set1_epi8((char)m->offset); \
                     for (int64_t b = b0; b < b1; b++) { \
+                        const uint8_t *wp = gbase + b * m->block_bytes + codes_offset(m); \
+                        /* The next group's block starts loading (weights stream from DRAM). */ \
+                        if (g + 1 < g1) pagoda_prefetch(gbase + (m->blocks + b) * m->block_bytes, m->block_bytes); \
                         __m512i w[8]; \
-                        unpack512(gbase + b * m->block_bytes + codes_offset(m), HB, w); \
-                        for (int k = 0; k < 8; k++) _mm512_store_si512((void *)(wbuf + (b - b0) * 512 + 64 * k), w[k]); \
+                        if (NIB) unpack512(wp, HB, w); \
+                        else for (int k = 0; k < 8; k++) w[k] = _mm512_loadu_si512((const void *)(wp + 64 * k)); \
+                        for (int k = 0; k < 8; k++) { \
+                            if (SGN) w[k] = _mm512_sub_epi8(w[k], o8); \
+                            _mm512_store_si512((void *)(wbuf + (b - b0) * 512 + 64 * k), w[k]); \
+                        } \
                     } \
                 } \
                 int64_t t = 0; \
-                for (; t + 16 <= tokens; t += 16) amxtile(m, gbase, wbuf, q, dx, sx, dxs, slot, wcol, oi, ov, t, NIB, MIN, HALF, HB, y, ldy, g, bias, b0, b1); \
-                for (; t + 8 <= tokens; t += 8) tile512(m, gbase, 0, NIB ? wbuf : 0, q, dx, sx, dxs, sxh, slot, wcol, oi, ov, t, 8, NIB, MIN, HALF, 0, HB, y, ldy, g, bias, b0, b1); \
-                for (; t + 4 <= tokens; t += 4) tile512(m, gbase, 0, NIB ? wbuf : 0, q, dx, sx, dxs, sxh, slot, wcol, oi, ov, t, 4, NIB, MIN, HALF, 0, HB, y, ldy, g, bias, b0, b1); \
-                for (; t < tokens; t++) tile512(m, gbase, 0, NIB ? wbuf : 0, q, dx, sx, dxs, sxh, slot, wcol, oi, ov, t, 1, NIB, MIN, HALF, 0, HB, y, ldy, g, bias, b0, b1); \
+                for (; t + 16 <= tokens; t += 16) amxtile(m, gbase, wbuf, q, dx, sx, dxs, slot, wcol, oi, ov, t, NIB, MIN, HALF, HB, SGN, y, ldy, g, bias, b0, b1); \
+                for (; t + 8 <= tokens; t += 8) tile512(m, gbase, 0, NIB && !SGN ? wbuf : 0, q, dx, sx, dxs, sxh, slot, wcol, oi, ov, t, 8, NIB, MIN, HALF, 0, HB, y, ldy, g, bias, b0, b1); \
+                for (; t + 4 <= tokens; t += 4) tile512(m, gbase, 0, NIB && !SGN ? wbuf : 0, q, dx, sx, dxs, sxh, slot, wcol, oi, ov, t, 4, NIB, MIN, HALF, 0, HB, y, ldy, g, bias, b0, b1); \
+                for (; t < tokens; t++) tile512(m, gbase, 0, NIB && !SGN ? wbuf : 0, q, dx, sx, dxs, sxh, slot, wcol, oi, ov, t, 1, NIB, MIN, HALF, 0, HB, y, ldy, g, bias, b0, b1); \
             } \
         } \
     }
-DEFAMX(qgemmamx_b, 0, 0, 1, 0)        // Q8_0
-DEFAMX(qgemmamx_n, 1, 0, 1, 0)        // Q4_0
-DEFAMX(qgemmamx_nm, 1, 1, 1, 0)       // Q4_1
-DEFAMX(qgemmamx_nm_f32, 1, 1, 0, 0)   // Q4_K
-DEFAMX(qgemmamx_n5, 1, 0, 1, 1)       // Q5_0
-DEFAMX(qgemmamx_nm5, 1, 1, 1, 1)      // Q5_1
-DEFAMX(qgemmamx_nm5_f32, 1, 1, 0, 1)  // Q5_K
+DEFAMX(qgemmamx_b, 0, 0, 1, 0, 1)        // Q8_0
+DEFAMX(qgemmamx_n, 1, 0, 1, 0, 1)        // Q4_0
+DEFAMX(qgemmamx_nm, 1, 1, 1, 0, 0)       // Q4_1
+DEFAMX(qgemmamx_nm_f32, 1, 1, 0, 0, 0)   // Q4_K
+DEFAMX(qgemmamx_n5, 1, 0, 1, 1, 1)       // Q5_0
+DEFAMX(qgemmamx_nm5, 1, 1, 1, 1, 0)      // Q5_1
+DEFAMX(qgemmamx_nm5_f32, 1, 1, 0, 1, 0)  // Q5_K
 
 // ---------------------------------------------------------------------------------------------------------
 // AVX2 (no VNNI): vpmaddubsw + vpmaddwd per 8-row half. Codes above 31 (Q8_0's offset 128) would saturate

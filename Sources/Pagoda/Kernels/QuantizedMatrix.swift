@@ -283,7 +283,7 @@ public final class QuantizedMatrix: @unchecked Sendable {
         }
     }
 
-    /// The code path in use (0 scalar, 1 AVX2, 2 AVX-512 VNNI).
+    /// The code path in use (0 scalar, 1 AVX2, 2 AVX-512 VNNI, 3 the same with AMX-INT8 tiles for batches).
     public static var isa: Int { Int(pagoda_q_isa()) }
     /// Forces a code path for tests (-1 restores detection).
     public static func forceISA(_ isa: Int) { pagoda_q_force_isa(Int32(isa)) }
