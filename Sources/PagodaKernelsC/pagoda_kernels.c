@@ -679,19 +679,15 @@ TAMX static void amx_configure(void) {
     amx_configured = 1;
 }
 
-#ifndef AMX_AHEAD
-#define AMX_AHEAD 2
-#endif
-#define AMX_RING (AMX_AHEAD + 1)
-
-/// Starts block b's sums for tokens t0 ..< t0 + 16 into out (tile set S).
-#define AMX_ISSUE(S, A, ACOLS, B, OUT) do { \
+/// Block b's multiply goes to tile set (b − b0) mod 2 (sums 0 or 3, activations 1 or 4, codes 2 or 5). It is
+/// issued two blocks before its floats and stored one block before them: the tile unit works ahead, and no store
+/// waits on a multiply still in flight.
+#define AMX_DP(S, A, ACOLS, B) do { \
         _tile_zero(3 * (S)); \
         _tile_loadd(3 * (S) + 1, (A), (ACOLS)); \
         _tile_loadd(3 * (S) + 2, (B), 64); \
         if (SGN) _tile_dpbssd(3 * (S), 3 * (S) + 1, 3 * (S) + 2); \
         else _tile_dpbsud(3 * (S), 3 * (S) + 1, 3 * (S) + 2); \
-        _tile_stored(3 * (S), (OUT), 64); \
     } while (0)
 
 TAMX INL void amxtile(const pagoda_qmat *m, const uint8_t *gbase, const uint8_t *pre, const int8_t *q, const float *dx,
@@ -704,7 +700,7 @@ TAMX INL void amxtile(const pagoda_qmat *m, const uint8_t *gbase, const uint8_t 
     const int64_t r0 = g * PAGODA_Q_ROWS;
     const int64_t nr = m->rows - r0 < PAGODA_Q_ROWS ? m->rows - r0 : PAGODA_Q_ROWS;
     const __mmask16 mask = (__mmask16)((1u << nr) - 1u);
-    _Alignas(64) int32_t sums[AMX_RING][16 * 16];
+    _Alignas(64) int32_t sums[2][16 * 16];
     // The 16 tokens' sums stay in registers across the blocks (named, so that none is kept in memory).
 #define AMX_ACC(n) __m512 a##n = b0 == 0 ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(mask, y + (t0 + n) * ldy + r0);
     AMX_ACC(0) AMX_ACC(1) AMX_ACC(2) AMX_ACC(3) AMX_ACC(4) AMX_ACC(5) AMX_ACC(6) AMX_ACC(7)
@@ -712,16 +708,21 @@ TAMX INL void amxtile(const pagoda_qmat *m, const uint8_t *gbase, const uint8_t 
 #undef AMX_ACC
     const int8_t *xa = q + t0 * cols;
 #define AMX_CODES(B) (NIB || SGN ? pre + ((B) - b0) * 512 : gbase + (B) * bb + wofs)
-    // Block b's multiply is issued AMX_AHEAD blocks before its floats, into a ring of AMX_RING sums, alternating
-    // between the two tile sets: the tile unit runs ahead of the vector work instead of waiting on its stores.
-#define AMX_START(B) do { \
-        if (((B) - b0) & 1) AMX_ISSUE(1, xa + (B) * 32, cols, AMX_CODES(B), sums[((B) - b0) % AMX_RING]); \
-        else AMX_ISSUE(0, xa + (B) * 32, cols, AMX_CODES(B), sums[((B) - b0) % AMX_RING]); \
+#define AMX_MUL(B) do { \
+        if (((B) - b0) & 1) AMX_DP(1, xa + (B) * 32, cols, AMX_CODES(B)); \
+        else AMX_DP(0, xa + (B) * 32, cols, AMX_CODES(B)); \
     } while (0)
-    for (int64_t b = b0; b < b1 && b < b0 + AMX_AHEAD; b++) AMX_START(b);
+#define AMX_STORE(B) do { \
+        if (((B) - b0) & 1) _tile_stored(3, sums[1], 64); \
+        else _tile_stored(0, sums[0], 64); \
+    } while (0)
+    AMX_MUL(b0);
+    if (b0 + 1 < b1) AMX_MUL(b0 + 1);
+    AMX_STORE(b0);
     for (int64_t b = b0; b < b1; b++) {
-        if (b + AMX_AHEAD < b1) AMX_START(b + AMX_AHEAD);
-        const int s = (int)((b - b0) % AMX_RING);
+        if (b + 2 < b1) AMX_MUL(b + 2);   // into block b's tile set, stored in the previous step
+        if (b + 1 < b1) AMX_STORE(b + 1);  // into the sums block b − 1 used
+        const int s = (int)((b - b0) & 1);
         const uint8_t *blk = gbase + b * bb;
         const __m512 wd = scales512(blk, HALF);
         const __m512 wm = MIN ? scales512(blk + sbytes, HALF) : _mm512_setzero_ps();
@@ -740,7 +741,8 @@ TAMX INL void amxtile(const pagoda_qmat *m, const uint8_t *gbase, const uint8_t 
         AMX_EPI(8) AMX_EPI(9) AMX_EPI(10) AMX_EPI(11) AMX_EPI(12) AMX_EPI(13) AMX_EPI(14) AMX_EPI(15)
 #undef AMX_EPI
     }
-#undef AMX_START
+#undef AMX_MUL
+#undef AMX_STORE
 #undef AMX_CODES
     __m512 acc[16] = {a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15};
     finish512(m, gbase, slot, wcol, oi, ov, t0, 16, NIB, MIN, HALF, 0, HB, y, ldy, g, bias, b1, acc);
