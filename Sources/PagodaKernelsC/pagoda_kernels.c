@@ -592,6 +592,19 @@ T512 INL void finish512(const pagoda_qmat *m, const uint8_t *gbase, const int16_
     }
 }
 
+/// Tokens t0 ..< tokens of a group's block range in tiles of 8, then 4, then 1 (the first tile, when it starts at token
+/// 0, requests the next group's blocks at pf).
+T512 INL void tiles512(const pagoda_qmat *m, const uint8_t *gbase, const uint8_t *pf, const uint8_t *pre, const int8_t *q,
+                       const float *dx, const int32_t *sx, const float *dxs, const int32_t *sxh, const int16_t *slot,
+                       const float *wcol, const int32_t *oi, const float *ov, int64_t t0, int64_t tokens, const int NIB,
+                       const int MIN, const int HALF, const int SPLIT, const int HB, float *y, int64_t ldy, int64_t g,
+                       const float *bias, int64_t b0, int64_t b1) {
+    int64_t t = t0;
+    for (; t + 8 <= tokens; t += 8) tile512(m, gbase, t == 0 ? pf : 0, pre, q, dx, sx, dxs, sxh, slot, wcol, oi, ov, t, 8, NIB, MIN, HALF, SPLIT, HB, y, ldy, g, bias, b0, b1);
+    for (; t + 4 <= tokens; t += 4) tile512(m, gbase, t == 0 ? pf : 0, pre, q, dx, sx, dxs, sxh, slot, wcol, oi, ov, t, 4, NIB, MIN, HALF, SPLIT, HB, y, ldy, g, bias, b0, b1);
+    for (; t < tokens; t++) tile512(m, gbase, 0, pre, q, dx, sx, dxs, sxh, slot, wcol, oi, ov, t, 1, NIB, MIN, HALF, SPLIT, HB, y, ldy, g, bias, b0, b1);
+}
+
 /// Blocks per column range for a batch: what keeps one 16-row group's weights of the range in L1 (about 12 KiB)
 /// while every token tile passes over them. One token (decode) streams the whole row at once.
 static inline int64_t qcolumn_blocks(const pagoda_qmat *m, int64_t tokens) {
@@ -632,10 +645,7 @@ static inline int64_t qcolumn_blocks(const pagoda_qmat *m, int64_t tokens) {
                         for (int k = 0; k < 8; k++) _mm512_store_si512((void *)(wbuf + (b - b0) * 512 + 64 * k), w[k]); \
                     } \
                 } \
-                int64_t t = 0; \
-                for (; t + 8 <= tokens; t += 8) tile512(m, gbase, t == 0 ? pf : 0, pre ? wbuf : 0, q, dx, sx, dxs, sxh, slot, wc, oi, ov, t, 8, NIB, MIN, HALF, SPLIT, HB, y, ldy, g, bias, b0, b1); \
-                for (; t + 4 <= tokens; t += 4) tile512(m, gbase, t == 0 ? pf : 0, pre ? wbuf : 0, q, dx, sx, dxs, sxh, slot, wc, oi, ov, t, 4, NIB, MIN, HALF, SPLIT, HB, y, ldy, g, bias, b0, b1); \
-                for (; t < tokens; t++) tile512(m, gbase, 0, pre ? wbuf : 0, q, dx, sx, dxs, sxh, slot, wc, oi, ov, t, 1, NIB, MIN, HALF, SPLIT, HB, y, ldy, g, bias, b0, b1); \
+                tiles512(m, gbase, pf, pre ? wbuf : 0, q, dx, sx, dxs, sxh, slot, wc, oi, ov, 0, tokens, NIB, MIN, HALF, SPLIT, HB, y, ldy, g, bias, b0, b1); \
             } \
         } \
     }
@@ -783,9 +793,8 @@ TAMX INL void amxtile(const pagoda_qmat *m, const uint8_t *gbase, const uint8_t 
                 } \
                 int64_t t = 0; \
                 for (; t + 16 <= tokens; t += 16) amxtile(m, gbase, wbuf, q, dx, sx, dxs, slot, wcol, oi, ov, t, NIB, MIN, HALF, HB, SGN, y, ldy, g, bias, b0, b1); \
-                for (; t + 8 <= tokens; t += 8) tile512(m, gbase, 0, NIB && !SGN ? wbuf : 0, q, dx, sx, dxs, sxh, slot, wcol, oi, ov, t, 8, NIB, MIN, HALF, 0, HB, y, ldy, g, bias, b0, b1); \
-                for (; t + 4 <= tokens; t += 4) tile512(m, gbase, 0, NIB && !SGN ? wbuf : 0, q, dx, sx, dxs, sxh, slot, wcol, oi, ov, t, 4, NIB, MIN, HALF, 0, HB, y, ldy, g, bias, b0, b1); \
-                for (; t < tokens; t++) tile512(m, gbase, 0, NIB && !SGN ? wbuf : 0, q, dx, sx, dxs, sxh, slot, wcol, oi, ov, t, 1, NIB, MIN, HALF, 0, HB, y, ldy, g, bias, b0, b1); \
+                /* The rest with the VNNI tiles, which read the unsigned codes (unpacked, or as stored). */ \
+                tiles512(m, gbase, 0, NIB && !SGN ? wbuf : 0, q, dx, sx, dxs, sxh, slot, wcol, oi, ov, t, tokens, NIB, MIN, HALF, 0, HB, y, ldy, g, bias, b0, b1); \
             } \
         } \
     }
