@@ -490,6 +490,13 @@ T512 __attribute__((target("bmi2"))) INL __m512 qcolumn512(const uint8_t *gbase,
     return w;
 }
 
+/// The lanes of group g's rows that exist (the last group may have fewer than 16).
+T512 INL __mmask16 group_mask(const pagoda_qmat *m, int64_t g) {
+    const int64_t r0 = g * PAGODA_Q_ROWS;
+    const int64_t nr = m->rows - r0 < PAGODA_Q_ROWS ? m->rows - r0 : PAGODA_Q_ROWS;
+    return (__mmask16)((1u << nr) - 1u);
+}
+
 T512 INL void finish512(const pagoda_qmat *m, const uint8_t *gbase, const int16_t *slot, const float *wcol,
                         const int32_t *oi, const float *ov, int64_t t0, const int NT, const int NIB, const int MIN,
                         const int HALF, const int SPLIT, const int HB, float *y, int64_t ldy, int64_t g,
@@ -504,8 +511,7 @@ T512 INL void tile512(const pagoda_qmat *m, const uint8_t *gbase, const uint8_t 
     const int64_t sbytes = HALF ? 32 : 64, wofs = MIN || SPLIT ? 2 * sbytes : sbytes;
     const int32_t off = m->offset;
     const int64_t r0 = g * PAGODA_Q_ROWS;
-    const int64_t nr = m->rows - r0 < PAGODA_Q_ROWS ? m->rows - r0 : PAGODA_Q_ROWS;
-    const __mmask16 mask = (__mmask16)((1u << nr) - 1u);
+    const __mmask16 mask = group_mask(m, g);
     // Blocks [b0, b1) of the row: a later range continues the sums an earlier one stored in y (an exact fp32
     // round trip, so splitting the columns changes no result).
     __m512 acc[8];
@@ -567,8 +573,7 @@ T512 INL void finish512(const pagoda_qmat *m, const uint8_t *gbase, const int16_
                         const int HALF, const int SPLIT, const int HB, float *y, int64_t ldy, int64_t g,
                         const float *bias, int64_t b1, __m512 *acc) {
     const int64_t r0 = g * PAGODA_Q_ROWS;
-    const int64_t nr = m->rows - r0 < PAGODA_Q_ROWS ? m->rows - r0 : PAGODA_Q_ROWS;
-    const __mmask16 mask = (__mmask16)((1u << nr) - 1u);
+    const __mmask16 mask = group_mask(m, g);
     const int last = b1 == m->blocks;
     if (last) {
         for (int n = 0; n < NT; n++) {
@@ -589,6 +594,25 @@ T512 INL void finish512(const pagoda_qmat *m, const uint8_t *gbase, const int16_
         __m512 v = acc[n];
         if (bias && last) v = _mm512_add_ps(v, bv);
         _mm512_mask_storeu_ps(y + (t0 + n) * ldy + r0, mask, v);
+    }
+}
+
+/// The codes of blocks [b0, b1) of the group at gbase as bytes in buf (512 per block, 8 steps × 16 rows × 4):
+/// nibbles (and bit planes) unpacked, or 8-bit codes copied; with SGN, u − offset as signed bytes. With next, the
+/// next group's same blocks are requested meanwhile (weights stream from DRAM).
+T512 INL void stage512(const pagoda_qmat *m, const uint8_t *gbase, int next, int64_t b0, int64_t b1, const int NIB,
+                       const int HB, const int SGN, uint8_t *buf) {
+    const __m512i o8 = _mm512_set1_epi8((char)m->offset);
+    for (int64_t b = b0; b < b1; b++) {
+        const uint8_t *wp = gbase + b * m->block_bytes + codes_offset(m);
+        if (next) pagoda_prefetch(gbase + (m->blocks + b) * m->block_bytes, m->block_bytes);
+        __m512i w[8];
+        if (NIB) unpack512(wp, HB, w);
+        else for (int k = 0; k < 8; k++) w[k] = _mm512_loadu_si512((const void *)(wp + 64 * k));
+        for (int k = 0; k < 8; k++) {
+            if (SGN) w[k] = _mm512_sub_epi8(w[k], o8);
+            _mm512_store_si512((void *)(buf + (b - b0) * 512 + 64 * k), w[k]);
+        }
     }
 }
 
@@ -638,13 +662,7 @@ static inline int64_t qcolumn_blocks(const pagoda_qmat *m, int64_t tokens) {
                 _mm512_store_ps(wcol + 16 * u, qcolumn512(gbase, m->block_bytes, uniq[u], m->offset, NIB, MIN, HALF, SPLIT, HB)); \
             for (int64_t b0 = 0; b0 < m->blocks; b0 += kc) { \
                 const int64_t b1 = b0 + kc < m->blocks ? b0 + kc : m->blocks; \
-                if (pre) { \
-                    for (int64_t b = b0; b < b1; b++) { \
-                        __m512i w[8]; \
-                        unpack512(gbase + b * m->block_bytes + codes_offset(m), HB, w); \
-                        for (int k = 0; k < 8; k++) _mm512_store_si512((void *)(wbuf + (b - b0) * 512 + 64 * k), w[k]); \
-                    } \
-                } \
+                if (pre) stage512(m, gbase, 0, b0, b1, NIB, HB, 0, wbuf); \
                 tiles512(m, gbase, pf, pre ? wbuf : 0, q, dx, sx, dxs, sxh, slot, wc, oi, ov, 0, tokens, NIB, MIN, HALF, SPLIT, HB, y, ldy, g, bias, b0, b1); \
             } \
         } \
@@ -708,8 +726,7 @@ TAMX INL void amxtile(const pagoda_qmat *m, const uint8_t *gbase, const uint8_t 
     const int64_t sbytes = HALF ? 32 : 64, wofs = MIN ? 2 * sbytes : sbytes;
     const int32_t off = m->offset;
     const int64_t r0 = g * PAGODA_Q_ROWS;
-    const int64_t nr = m->rows - r0 < PAGODA_Q_ROWS ? m->rows - r0 : PAGODA_Q_ROWS;
-    const __mmask16 mask = (__mmask16)((1u << nr) - 1u);
+    const __mmask16 mask = group_mask(m, g);
     _Alignas(64) int32_t sums[2][16 * 16];
     // The 16 tokens' sums stay in registers across the blocks (named, so that none is kept in memory).
 #define AMX_ACC(n) __m512 a##n = b0 == 0 ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(mask, y + (t0 + n) * ldy + r0);
@@ -774,23 +791,9 @@ TAMX INL void amxtile(const pagoda_qmat *m, const uint8_t *gbase, const uint8_t 
                 _mm512_store_ps(wcol + 16 * u, qcolumn512(gbase, m->block_bytes, uniq[u], m->offset, NIB, MIN, HALF, 0, HB)); \
             for (int64_t b0 = 0; b0 < m->blocks; b0 += kc) { \
                 const int64_t b1 = b0 + kc < m->blocks ? b0 + kc : m->blocks; \
-                if (NIB || SGN) { \
-                    /* The tile operand: nibbles unpacked to bytes; with an offset, the signed u − offset, */ \
-                    /* so that tdpbssd gives Σ u·q − offset·Σq with no correction per token. */ \
-                    const __m512i o8 = _mm512_set1_epi8((char)m->offset); \
-                    for (int64_t b = b0; b < b1; b++) { \
-                        const uint8_t *wp = gbase + b * m->block_bytes + codes_offset(m); \
-                        /* The next group's block starts loading (weights stream from DRAM). */ \
-                        if (g + 1 < g1) pagoda_prefetch(gbase + (m->blocks + b) * m->block_bytes, m->block_bytes); \
-                        __m512i w[8]; \
-                        if (NIB) unpack512(wp, HB, w); \
-                        else for (int k = 0; k < 8; k++) w[k] = _mm512_loadu_si512((const void *)(wp + 64 * k)); \
-                        for (int k = 0; k < 8; k++) { \
-                            if (SGN) w[k] = _mm512_sub_epi8(w[k], o8); \
-                            _mm512_store_si512((void *)(wbuf + (b - b0) * 512 + 64 * k), w[k]); \
-                        } \
-                    } \
-                } \
+                /* The tile operand: nibbles unpacked to bytes; with an offset, the signed u − offset, so that */ \
+                /* tdpbssd gives Σ u·q − offset·Σq with no correction per token. */ \
+                if (NIB || SGN) stage512(m, gbase, g + 1 < g1, b0, b1, NIB, HB, SGN, wbuf); \
                 int64_t t = 0; \
                 for (; t + 16 <= tokens; t += 16) amxtile(m, gbase, wbuf, q, dx, sx, dxs, slot, wcol, oi, ov, t, NIB, MIN, HALF, HB, SGN, y, ldy, g, bias, b0, b1); \
                 /* The rest with the VNNI tiles, which read the unsigned codes (unpacked, or as stored). */ \
