@@ -719,12 +719,11 @@ TAMX static void amx_configure(void) {
     } while (0)
 
 TAMX INL void amxtile(const pagoda_qmat *m, const uint8_t *gbase, const uint8_t *pre, const int8_t *q, const float *dx,
-                      const int32_t *sx, const float *dxs, const int16_t *slot, const float *wcol, const int32_t *oi,
+                      const float *dxs, const int16_t *slot, const float *wcol, const int32_t *oi,
                       const float *ov, int64_t t0, const int NIB, const int MIN, const int HALF, const int HB,
                       const int SGN, float *y, int64_t ldy, int64_t g, const float *bias, int64_t b0, int64_t b1) {
     const int64_t nb = m->blocks, cols = m->cols, bb = m->block_bytes;
     const int64_t sbytes = HALF ? 32 : 64, wofs = MIN ? 2 * sbytes : sbytes;
-    const int32_t off = m->offset;
     const int64_t r0 = g * PAGODA_Q_ROWS;
     const __mmask16 mask = group_mask(m, g);
     _Alignas(64) int32_t sums[2][16 * 16];
@@ -755,15 +754,15 @@ TAMX INL void amxtile(const pagoda_qmat *m, const uint8_t *gbase, const uint8_t 
         const __m512 wm = MIN ? scales512(blk + sbytes, HALF) : _mm512_setzero_ps();
         const int32_t *cs = sums[s];
         // Token t0 + n's block scale at dxp[n·nb] (walked, not multiplied).
+        // No offset correction: the types with an offset multiply the staged u − offset (SGN), and the types with
+        // a minimum have none.
         const float *dxp = dx + t0 * nb + b, *dsp = dxs + t0 * nb + b;
-        const int32_t *sxp = sx + t0 * nb + b;
 #define AMX_EPI(n) { \
             __m512i is = _mm512_load_si512((const void *)(cs + 16 * n)); \
-            if (off && !SGN) is = _mm512_sub_epi32(is, _mm512_set1_epi32(off * *sxp)); \
             const __m512 dd = _mm512_mul_ps(wd, _mm512_set1_ps(*dxp)); \
             a##n = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), dd, a##n); \
             if (MIN) a##n = _mm512_fmadd_ps(wm, _mm512_set1_ps(*dsp), a##n); \
-            dxp += nb; dsp += nb; sxp += nb; }
+            dxp += nb; dsp += nb; }
         AMX_EPI(0) AMX_EPI(1) AMX_EPI(2) AMX_EPI(3) AMX_EPI(4) AMX_EPI(5) AMX_EPI(6) AMX_EPI(7)
         AMX_EPI(8) AMX_EPI(9) AMX_EPI(10) AMX_EPI(11) AMX_EPI(12) AMX_EPI(13) AMX_EPI(14) AMX_EPI(15)
 #undef AMX_EPI
@@ -795,7 +794,7 @@ TAMX INL void amxtile(const pagoda_qmat *m, const uint8_t *gbase, const uint8_t 
                 /* tdpbssd gives Σ u·q − offset·Σq with no correction per token. */ \
                 if (NIB || SGN) stage512(m, gbase, g + 1 < g1, b0, b1, NIB, HB, SGN, wbuf); \
                 int64_t t = 0; \
-                for (; t + 16 <= tokens; t += 16) amxtile(m, gbase, wbuf, q, dx, sx, dxs, slot, wcol, oi, ov, t, NIB, MIN, HALF, HB, SGN, y, ldy, g, bias, b0, b1); \
+                for (; t + 16 <= tokens; t += 16) amxtile(m, gbase, wbuf, q, dx, dxs, slot, wcol, oi, ov, t, NIB, MIN, HALF, HB, SGN, y, ldy, g, bias, b0, b1); \
                 /* The rest with the VNNI tiles, which read the unsigned codes (unpacked, or as stored). */ \
                 tiles512(m, gbase, 0, NIB && !SGN ? wbuf : 0, q, dx, sx, dxs, sxh, slot, wcol, oi, ov, t, tokens, NIB, MIN, HALF, 0, HB, y, ldy, g, bias, b0, b1); \
             } \
