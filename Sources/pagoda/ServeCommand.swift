@@ -18,7 +18,7 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Number of KV-cache blocks (overrides --kv-cache-memory).") var numKvBlocks: Int?
     @Option(help: KVCacheDtypeArgument.help) var kvCacheDtype = KVCacheDtypeArgument.auto
     @Option(help: "Most sequences in one batch.") var maxNumSeqs: Int?
-    @Option(help: "Most tokens in one batch (default 512: prompts are prefilled in chunks of this size, so the first tokens of a burst of requests go out sooner; larger values favour throughput).") var maxNumBatchedTokens = 512
+    @Option(help: "Most tokens in one batch (default 256: prompts are prefilled in chunks of this size, so the first tokens of a burst of requests go out sooner and running streams wait less between tokens; larger values favour throughput on long prompts).") var maxNumBatchedTokens = 256
     @Flag(help: "Disable the prefix cache.") var noEnablePrefixCaching = false
     @Option(help: "Compute threads.") var threads: Int?
     @Option(help: "Context length (default: the model's).") var maxModelLen: Int?
