@@ -753,9 +753,8 @@ TAMX INL void amxtile(const pagoda_qmat *m, const uint8_t *gbase, const uint8_t 
         const __m512 wd = scales512(blk, HALF);
         const __m512 wm = MIN ? scales512(blk + sbytes, HALF) : _mm512_setzero_ps();
         const int32_t *cs = sums[s];
-        // Token t0 + n's block scale at dxp[n·nb] (walked, not multiplied).
         // No offset correction: the types with an offset multiply the staged u − offset (SGN), and the types with
-        // a minimum have none.
+        // a minimum have none. Token t0 + n's block scale is at dxp[n·nb] (walked, not multiplied).
         const float *dxp = dx + t0 * nb + b, *dsp = dxs + t0 * nb + b;
 #define AMX_EPI(n) { \
             __m512i is = _mm512_load_si512((const void *)(cs + 16 * n)); \
