@@ -1179,18 +1179,68 @@ T512H INL void wtile512(const void *w, int wk, int64_t cols, const float *x, int
         }
 }
 
+/// The same products as wtile512 for NT tokens × NR rows, with the rows' weights already fp32 in `panel` (row i's
+/// chunk c at panel + c·stride + 16i): a batch converts 16-bit weights once for all its token tiles.
+T512H INL void ptile512(const float *panel, int64_t stride, int64_t cols, const float *x, int64_t t0, int64_t r,
+                        const int NT, const int NR, float *y, int64_t ldy, const float *bias) {
+    const int64_t chunks = (cols + HK - 1) / HK;
+    __m512 acc[6][4];
+    for (int n = 0; n < NT; n++)
+        for (int i = 0; i < NR; i++) acc[n][i] = _mm512_setzero_ps();
+    const float *wp = panel;
+    for (int64_t c = 0; c < chunks; c++, wp += stride) {
+        const int64_t k = c * HK;
+        const __mmask16 m = cols - k >= HK ? (__mmask16)0xffff : (__mmask16)((1u << (cols - k)) - 1u);
+        __m512 wv[4];
+        for (int i = 0; i < NR; i++) wv[i] = _mm512_loadu_ps(wp + 16 * i);
+        for (int n = 0; n < NT; n++) {
+            const __m512 xv = _mm512_maskz_loadu_ps(m, x + (t0 + n) * cols + k);
+            for (int i = 0; i < NR; i++) acc[n][i] = _mm512_fmadd_ps(xv, wv[i], acc[n][i]);
+        }
+    }
+    for (int n = 0; n < NT; n++)
+        for (int i = 0; i < NR; i++) {
+            const float v = _mm512_reduce_add_ps(acc[n][i]);
+            y[(t0 + n) * ldy + r + i] = bias ? v + bias[r + i] : v;
+        }
+}
+
+static __thread float *wpanel;
+static __thread int64_t wpanel_cap;
+
 T512H __attribute__((noinline)) static void wgemm512(const void *w, int wk, int64_t cols, const float *x, int64_t tokens,
                                                       float *y, int64_t ldy, int64_t r0, int64_t r1, const float *bias) {
     int64_t r = r0;
+    const int64_t chunks = (cols + HK - 1) / HK;
     if (tokens < 4) {
         // Decode: a whole group at a time streams the weights.
         for (; r + 8 <= r1 && r % 8 == 0; r += 8)
             for (int64_t t = 0; t < tokens; t++) wtile512(w, wk, cols, x, t, r, 1, 8, y, ldy, bias);
     } else {
+        // Batches: 4 rows at a time, their weights as fp32 (fp32 matrices in place, 16-bit ones converted once into
+        // a panel for all the token tiles), in tiles of 6 tokens (24 accumulators), then 4, then 1.
+        if (wk != W_F32 && wpanel_cap < chunks * 64) {
+            free(wpanel);
+            wpanel = aligned_alloc(64, (size_t)(chunks * 64 * 4));
+            wpanel_cap = chunks * 64;
+        }
         for (; r + 4 <= r1 && r % 4 == 0; r += 4) {
+            const float *panel;
+            int64_t stride;
+            if (wk == W_F32) {
+                panel = (const float *)wchunk(w, wk, chunks, r, 0);
+                stride = HG * HK;
+            } else {
+                for (int64_t c = 0; c < chunks; c++)
+                    for (int i = 0; i < 4; i++)
+                        _mm512_store_ps(wpanel + (4 * c + i) * HK, wload512(wchunk(w, wk, chunks, r + i, c), wk));
+                panel = wpanel;
+                stride = 4 * HK;
+            }
             int64_t t = 0;
-            for (; t + 4 <= tokens; t += 4) wtile512(w, wk, cols, x, t, r, 4, 4, y, ldy, bias);
-            for (; t < tokens; t++) wtile512(w, wk, cols, x, t, r, 1, 4, y, ldy, bias);
+            for (; t + 6 <= tokens; t += 6) ptile512(panel, stride, cols, x, t, r, 6, 4, y, ldy, bias);
+            for (; t + 4 <= tokens; t += 4) ptile512(panel, stride, cols, x, t, r, 4, 4, y, ldy, bias);
+            for (; t < tokens; t++) ptile512(panel, stride, cols, x, t, r, 1, 4, y, ldy, bias);
         }
     }
     for (; r < r1; r++)
