@@ -692,6 +692,7 @@ typedef struct {
     uint8_t rows[16];
 } amx_config;
 
+/// The tile shapes this thread has loaded: 0 none, 1 the int8 kernel's, 2 the bf16 kernel's.
 static __thread int amx_configured;
 
 TAMX static void amx_configure(void) {
@@ -779,7 +780,7 @@ TAMX INL void amxtile(const pagoda_qmat *m, const uint8_t *gbase, const uint8_t 
         const int32_t *sx, const float *dxs, const int32_t *sxh, const int32_t *oi, const float *ov, \
         const int16_t *slot, const int32_t *uniq, int nuniq, int64_t tokens, float *y, int64_t ldy, int64_t g0, \
         int64_t g1, const float *bias) { \
-        if (!amx_configured) amx_configure(); \
+        if (amx_configured != 1) amx_configure(); \
         _Alignas(64) uint8_t wbuf[PRE_BLOCKS * 512]; \
         _Alignas(64) float wcol[PAGODA_Q_TOKEN_CHUNK * NOUT * 16]; \
         const int64_t kc = NIB || SGN ? PRE_BLOCKS : qcolumn_blocks(m, tokens); \
@@ -806,6 +807,164 @@ DEFAMX(qgemmamx_nm_f32, 1, 1, 0, 0, 0)   // Q4_K
 DEFAMX(qgemmamx_n5, 1, 0, 1, 1, 1)       // Q5_0
 DEFAMX(qgemmamx_nm5, 1, 1, 1, 1, 0)      // Q5_1
 DEFAMX(qgemmamx_nm5_f32, 1, 1, 0, 1, 0)  // Q5_K
+
+// ---------------------------------------------------------------------------------------------------------
+// AMX-BF16 ("wide") tiles for prompt tokens: each 16-row group's weights are dequantized once per call to bf16
+// with the block scales folded in (w = (u − offset)·d + m, one fp32 rounding, then one bf16 rounding), activations
+// are bf16, and `tdpbf16ps` keeps every 16 × 16 sum in a tile across all the blocks of the row. No float work per
+// block: the int8 kernels' per-block scale products are what bound them. An output's value depends only on its own
+// token's activations and its row's weights (the blocks in order), never on the other tokens of the call.
+
+#define TWIDE __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,fma,f16c,amx-tile,amx-bf16")))
+
+TWIDE static void amx_configure_wide(void) {
+    amx_config c;
+    memset(&c, 0, sizeof c);
+    c.palette = 1;
+    for (int i = 0; i < 8; i++) { c.rows[i] = 16; c.colsb[i] = 64; }
+    _tile_loadconfig(&c);
+    amx_configured = 2;
+}
+
+/// Blocks [0, nb) of the group at gbase as bf16 B tiles, 1 KiB per block: tile row kk, dword lane i holds row i's
+/// weights 2kk and 2kk + 1.
+TWIDE INL void stage_wide(const pagoda_qmat *m, const uint8_t *gbase, const int NIB, const int MIN, const int HALF,
+                          const int SPLIT, const int HB, uint16_t *dst) {
+    const int64_t sbytes = HALF ? 32 : 64, wofs = MIN || SPLIT ? 2 * sbytes : sbytes;
+    const __m512i pairs = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
+                                           23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    const __m512i ff = _mm512_set1_epi32(0xFF), off = _mm512_set1_epi32(m->offset);
+    for (int64_t b = 0; b < m->blocks; b++, dst += 512) {
+        const uint8_t *blk = gbase + b * m->block_bytes;
+        const __m512 d0 = scales512(blk, HALF);
+        const __m512 d1 = SPLIT ? scales512(blk + sbytes, HALF) : d0;
+        const __m512 mn = MIN ? scales512(blk + sbytes, HALF) : _mm512_setzero_ps();
+        __m512i w[8];
+        if (NIB) unpack512(blk + wofs, HB, w);
+        else for (int k = 0; k < 8; k++) w[k] = _mm512_loadu_si512((const void *)(blk + wofs + 64 * k));
+        for (int k = 0; k < 8; k++) {
+            const __m512 d = k < 4 ? d0 : d1;
+            __m512 f[4];
+            for (int j = 0; j < 4; j++) {
+                __m512i c = j == 3 ? _mm512_srli_epi32(w[k], 24) : _mm512_and_si512(_mm512_srli_epi32(w[k], 8 * j), ff);
+                c = _mm512_sub_epi32(c, off);
+                f[j] = MIN ? _mm512_fmadd_ps(_mm512_cvtepi32_ps(c), d, mn) : _mm512_mul_ps(_mm512_cvtepi32_ps(c), d);
+            }
+            _mm512_store_si512((void *)(dst + 64 * k), _mm512_permutexvar_epi16(pairs, (__m512i)_mm512_cvtne2ps_pbh(f[1], f[0])));
+            _mm512_store_si512((void *)(dst + 64 * k + 32), _mm512_permutexvar_epi16(pairs, (__m512i)_mm512_cvtne2ps_pbh(f[3], f[2])));
+        }
+    }
+}
+
+/// Writes tile `c` (tokens t.., rows of group g) to y: straight when whole, else through a buffer, the missing
+/// tokens and rows dropped; then adds the bias.
+#define WIDE_STORE(c, T, G) do { \
+        const int64_t nt_ = tokens - (T) < 16 ? tokens - (T) : 16; \
+        const int64_t r0_ = (G) * 16, nr_ = m->rows - r0_ < 16 ? m->rows - r0_ : 16; \
+        float *yo_ = y + (T) * ldy + r0_; \
+        if (nt_ == 16 && nr_ == 16) _tile_stored(c, yo_, ldy * 4); \
+        else { \
+            _tile_stored(c, part, 64); \
+            for (int64_t i_ = 0; i_ < nt_; i_++) memcpy(yo_ + i_ * ldy, part + 16 * i_, 4 * nr_); \
+        } \
+        if (bias) for (int64_t i_ = 0; i_ < nt_; i_++) \
+            for (int64_t r_ = 0; r_ < nr_; r_++) yo_[i_ * ldy + r_] += bias[r0_ + r_]; \
+    } while (0)
+
+static __thread uint16_t *wide_stage;
+static __thread int64_t wide_stage_cap;
+
+/// Tokens per pass over a range of staged groups: their bf16 activations (at most 256 × 4096 columns × 2 bytes)
+/// stay in L2 while the groups' tiles pass over them.
+#define WIDE_TOKENS 256
+
+#define DEFWIDE(NAME, NIB, MIN, HALF, SPLIT, HB) \
+    TWIDE __attribute__((noinline)) static void NAME(const pagoda_qmat *m, const uint16_t *xb, int64_t tokens, \
+                                                     float *y, int64_t ldy, int64_t g0, int64_t g1, const float *bias) { \
+        if (amx_configured != 2) amx_configure_wide(); \
+        const int64_t nb = m->blocks, cols = m->cols, gbytes = nb * 1024; \
+        /* Groups staged at once: about 256 KiB of bf16 tiles (at least one group). */ \
+        int64_t gp = 262144 / gbytes; \
+        if (gp < 1) gp = 1; \
+        if (gp > g1 - g0) gp = g1 - g0; \
+        if (wide_stage_cap < gp * gbytes) { \
+            free(wide_stage); \
+            wide_stage = aligned_alloc(64, (size_t)(gp * gbytes)); \
+            wide_stage_cap = gp * gbytes; \
+        } \
+        _Alignas(64) float part[256]; \
+        for (int64_t gs = g0; gs < g1; gs += gp) { \
+            const int64_t ge = gs + gp < g1 ? gs + gp : g1; \
+            for (int64_t g = gs; g < ge; g++) \
+                stage_wide(m, m->data + g * nb * m->block_bytes, NIB, MIN, HALF, SPLIT, HB, wide_stage + (g - gs) * nb * 512); \
+            for (int64_t tb = 0; tb < tokens; tb += WIDE_TOKENS) { \
+                const int64_t te = tb + WIDE_TOKENS < tokens ? tb + WIDE_TOKENS : tokens; \
+                for (int64_t g = gs; g < ge; g += 2) { \
+                    const int two = g + 1 < ge; \
+                    const uint16_t *w0 = wide_stage + (g - gs) * nb * 512, *w1 = w0 + nb * 512; \
+                    int64_t t = tb; \
+                    for (; t + 16 < te; t += 32) { \
+                        const uint16_t *x0 = xb + t * cols, *x1 = x0 + 16 * cols; \
+                        _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3); \
+                        if (two) { \
+                            for (int64_t b = 0; b < nb; b++) { \
+                                _tile_loadd(4, x0 + 32 * b, cols * 2); \
+                                _tile_loadd(6, w0 + 512 * b, 64); \
+                                _tile_dpbf16ps(0, 4, 6); \
+                                _tile_loadd(7, w1 + 512 * b, 64); \
+                                _tile_dpbf16ps(1, 4, 7); \
+                                _tile_loadd(5, x1 + 32 * b, cols * 2); \
+                                _tile_dpbf16ps(2, 5, 6); \
+                                _tile_dpbf16ps(3, 5, 7); \
+                            } \
+                        } else { \
+                            for (int64_t b = 0; b < nb; b++) { \
+                                _tile_loadd(6, w0 + 512 * b, 64); \
+                                _tile_loadd(4, x0 + 32 * b, cols * 2); \
+                                _tile_dpbf16ps(0, 4, 6); \
+                                _tile_loadd(5, x1 + 32 * b, cols * 2); \
+                                _tile_dpbf16ps(2, 5, 6); \
+                            } \
+                        } \
+                        WIDE_STORE(0, t, g); WIDE_STORE(2, t + 16, g); \
+                        if (two) { WIDE_STORE(1, t, g + 1); WIDE_STORE(3, t + 16, g + 1); } \
+                    } \
+                    if (t < te) { \
+                        const uint16_t *x0 = xb + t * cols; \
+                        _tile_zero(0); _tile_zero(1); \
+                        for (int64_t b = 0; b < nb; b++) { \
+                            _tile_loadd(4, x0 + 32 * b, cols * 2); \
+                            _tile_loadd(6, w0 + 512 * b, 64); \
+                            _tile_dpbf16ps(0, 4, 6); \
+                            if (two) { _tile_loadd(7, w1 + 512 * b, 64); _tile_dpbf16ps(1, 4, 7); } \
+                        } \
+                        WIDE_STORE(0, t, g); \
+                        if (two) WIDE_STORE(1, t, g + 1); \
+                    } \
+                } \
+            } \
+        } \
+    }
+DEFWIDE(qgemmwide_b, 0, 0, 1, 0, 0)        // Q8_0
+DEFWIDE(qgemmwide_n, 1, 0, 1, 0, 0)        // Q4_0
+DEFWIDE(qgemmwide_nm, 1, 1, 1, 0, 0)       // Q4_1
+DEFWIDE(qgemmwide_nm_f32, 1, 1, 0, 0, 0)   // Q4_K
+DEFWIDE(qgemmwide_n5, 1, 0, 1, 0, 1)       // Q5_0
+DEFWIDE(qgemmwide_nm5, 1, 1, 1, 0, 1)      // Q5_1
+DEFWIDE(qgemmwide_nm5_f32, 1, 1, 0, 0, 1)  // Q5_K
+DEFWIDE(qgemmwide_ns6_f32, 1, 0, 0, 1, 2)  // Q6_K
+
+TWIDE __attribute__((noinline)) static void to_bf16_512(const float *x, int64_t n, uint16_t *o) {
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32)
+        _mm512_storeu_si512((void *)(o + i), (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + i + 16), _mm512_loadu_ps(x + i)));
+    if (i < n) {
+        const int64_t r = n - i;
+        const __mmask16 lo = (__mmask16)(r >= 16 ? 0xffff : (1u << r) - 1), hi = (__mmask16)(r > 16 ? (1u << (r - 16)) - 1 : 0);
+        const __m512i v = (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(hi, x + i + 16), _mm512_maskz_loadu_ps(lo, x + i));
+        _mm512_mask_storeu_epi16(o + i, (__mmask32)((r >= 32 ? 0xffffffffu : (1u << r) - 1)), v);
+    }
+}
 
 // ---------------------------------------------------------------------------------------------------------
 // AVX2 (no VNNI): vpmaddubsw + vpmaddwd per 8-row half. Codes above 31 (Q8_0's offset 128) would saturate
@@ -1031,6 +1190,98 @@ static void qgemm_chunk(const pagoda_qmat *m, const int8_t *q, const float *dx, 
 #endif
     (void)isa;
     qgemm_scalar(m, q, dx, sx, dxs, sxh, oi, ov, tokens, y, ldy, g0, g1, bias);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Wide (bf16) products for prompt tokens: dispatch and the portable reference.
+
+static inline float bf16_to_float(uint16_t h);
+
+/// fp32 → bf16, rounding to nearest even (as vcvtne2ps2bf16 does; NaN stays NaN).
+static inline uint16_t float_to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1)) >> 16);
+}
+
+static int wide_isa = -1;
+
+int pagoda_qgemm_wide_available(void) {
+    if (pagoda_q_isa() != 3) return 0;
+#ifdef PQ_X86
+    if (wide_isa < 0) {
+        wide_isa = 0;
+        const char *off = getenv("PAGODA_NO_WIDE");  // measuring against the int8 tiles
+        unsigned a, b, c, d;
+        if (!(off && *off && strcmp(off, "0") != 0) && __get_cpuid_max(0, 0) >= 7) {
+            __cpuid_count(7, 0, a, b, c, d);
+            const int amx_bf16 = (d >> 22) & 1;
+            __cpuid_count(7, 1, a, b, c, d);
+            const int avx512_bf16 = (a >> 5) & 1;
+            wide_isa = amx_bf16 && avx512_bf16;
+        }
+    }
+    return wide_isa;
+#else
+    return 0;
+#endif
+}
+
+void pagoda_to_bf16(const float *x, int64_t n, uint16_t *out) {
+#ifdef PQ_X86
+    if (pagoda_qgemm_wide_available()) { to_bf16_512(x, n, out); return; }
+#endif
+    for (int64_t i = 0; i < n; i++) out[i] = float_to_bf16(x[i]);
+}
+
+/// The wide product without tiles: the same bf16 weights and activations, each output summed in fp32 in column
+/// order (the tiles' pairwise sums round differently: equal within fp32 accumulation error, not bitwise).
+static void qgemm_wide_scalar(const pagoda_qmat *m, const uint16_t *xb, int64_t tokens, float *y, int64_t ldy,
+                              int64_t g0, int64_t g1, const float *bias) {
+    for (int64_t g = g0; g < g1; g++) {
+        const uint8_t *gbase = m->data + g * m->blocks * m->block_bytes;
+        for (int i = 0; i < PAGODA_Q_ROWS; i++) {
+            const int64_t r = g * PAGODA_Q_ROWS + i;
+            if (r >= m->rows) break;
+            for (int64_t t = 0; t < tokens; t++) {
+                float acc = 0.0f;
+                for (int64_t c = 0; c < m->cols; c++) {
+                    const int e = (int)(c % 32);
+                    const uint8_t *blk = gbase + (c / 32) * m->block_bytes;
+                    const int32_t u = qcode(m, blk + codes_offset(m), i, e / 4, e % 4);
+                    const float d = scale_at(m->split && e >= 16 ? blk + scales_bytes(m) : blk, m->half_scales, i);
+                    const float w = m->has_min ? fmaf((float)(u - m->offset), d, scale_at(blk + scales_bytes(m), m->half_scales, i))
+                                               : (float)(u - m->offset) * d;
+                    acc = fmaf(bf16_to_float(float_to_bf16(w)), bf16_to_float(xb[t * m->cols + c]), acc);
+                }
+                y[t * ldy + r] = bias ? acc + bias[r] : acc;
+            }
+        }
+    }
+}
+
+void pagoda_qgemm_wide(const pagoda_qmat *m, const uint16_t *xb, int64_t tokens, float *y, int64_t ldy, int64_t g0,
+                       int64_t g1, const float *bias) {
+    if (tokens <= 0 || g0 >= g1) return;
+#ifdef PQ_X86
+    if (pagoda_qgemm_wide_available()) {
+        typedef void (*wkernel)(const pagoda_qmat *, const uint16_t *, int64_t, float *, int64_t, int64_t, int64_t,
+                                const float *);
+        wkernel k = 0;
+        const int nib = m->nibble, mn = m->has_min, hs = m->half_scales, sp = m->split, hb = m->high_bits;
+        if (!nib && !mn && hs && !sp && !hb) k = qgemmwide_b;
+        else if (nib && !sp && hb == 0 && !mn && hs) k = qgemmwide_n;
+        else if (nib && !sp && hb == 0 && mn && hs) k = qgemmwide_nm;
+        else if (nib && !sp && hb == 0 && mn && !hs) k = qgemmwide_nm_f32;
+        else if (nib && !sp && hb == 1 && !mn && hs) k = qgemmwide_n5;
+        else if (nib && !sp && hb == 1 && mn && hs) k = qgemmwide_nm5;
+        else if (nib && !sp && hb == 1 && mn && !hs) k = qgemmwide_nm5_f32;
+        else if (nib && sp && hb == 2 && !mn && !hs) k = qgemmwide_ns6_f32;
+        if (k) { k(m, xb, tokens, y, ldy, g0, g1, bias); return; }
+    }
+#endif
+    qgemm_wide_scalar(m, xb, tokens, y, ldy, g0, g1, bias);
 }
 
 // ---------------------------------------------------------------------------------------------------------

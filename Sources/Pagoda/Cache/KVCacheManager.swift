@@ -26,7 +26,10 @@ public struct KVCacheManager: Sendable {
         while request.blockHashes.count < full {
             let i = request.blockHashes.count
             let tokens = request.allTokenIds[i * blockSize..<(i + 1) * blockSize].map(Int32.init)
-            request.blockHashes.append(BlockHash(parent: request.blockHashes.last, tokens: tokens))
+            // How many of the block's tokens the wide product computes: with the parent chain, that fixes how
+            // every token up to the block's end was computed, so only blocks computed the same way are shared.
+            let wide = min(max(request.wideTokenCount - i * blockSize, 0), blockSize)
+            request.blockHashes.append(BlockHash(parent: request.blockHashes.last, tokens: tokens, extraKey: wide))
         }
     }
 

@@ -154,6 +154,7 @@ public final class EngineCore {
         let seed = r.params.seed ?? UInt64.random(in: 0...UInt64.max)
         let req = Request(id: r.id, promptTokenIds: r.promptTokenIds, params: r.params, priority: r.priority,
                           arrival: arrivals, rng: Xoshiro256(seed: seed), arrivalTime: monotonicNow())
+        req.wideTokenCount = runner.model.wideTokenCount(promptLength: r.promptTokenIds.count)
         arrivals += 1
         setUpDetokenizer(req)
         sequences[req.key] = req

@@ -18,16 +18,22 @@ public final class GenerationSession {
 
     public var capacity: Int { cache.blockCount * cache.blockSize }
 
+    /// Leading tokens computed with the wide product: the first `append` is the prompt (as the engine counts it,
+    /// `LlamaModel.wideTokenCount`), so a session computes what the engine computes for the same sequence.
+    private var wideTokens = 0
+
     /// Appends `ids` to the sequence and returns the logits after the last one. `allLogits` returns one row per id.
     public func append(_ ids: [Int], allLogits: Bool = false) -> [[Float]] {
         precondition(!ids.isEmpty && tokens.count + ids.count <= capacity, "sequence would exceed the session's capacity \(capacity)")
         let start = tokens.count
+        if start == 0 { wideTokens = model.wideTokenCount(promptLength: ids.count) }
         let batch = ForwardBatch(
             tokens: ids.map(Int32.init),
             positions: (start..<start + ids.count).map(Int32.init),
             sequences: [AttentionSequence(tokenStart: 0, tokenCount: ids.count, startPosition: start,
                                           blockTable: (0..<Int32(cache.blockCount)).map { $0 })],
-            logitRows: allLogits ? Array(ids.indices) : [ids.count - 1])
+            logitRows: allLogits ? Array(ids.indices) : [ids.count - 1],
+            wideRows: wideTokens - start)
         let flat = model.forward(batch, cache: cache, pool: pool)
         tokens += ids
         let v = model.config.vocabSize

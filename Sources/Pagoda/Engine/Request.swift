@@ -29,6 +29,9 @@ public final class Request {
     public var hasForked = false
     /// Content hashes of this request's full blocks, computed as they fill.
     public var blockHashes: [BlockHash] = []
+    /// Leading tokens (the prompt's, or none) that the model computes with the wide product
+    /// (`LlamaModel.wideTokenCount`); part of each block's prefix-cache key, since it changes the cached values.
+    public var wideTokenCount = 0
     public var detokenizer: IncrementalDetokenizer?
     /// Text produced so far (after stop-string handling), and how much of it was sent.
     public var outputText = ""
@@ -72,6 +75,7 @@ public final class Request {
         r.numCachedTokens = numCachedTokens
         r.status = status
         r.blockHashes = blockHashes
+        r.wideTokenCount = wideTokenCount
         r.promptLogprobs = promptLogprobs
         r.hasForked = true
         r.firstScheduledTime = firstScheduledTime

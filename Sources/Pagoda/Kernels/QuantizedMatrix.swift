@@ -7,9 +7,17 @@ import PagodaKernelsC
 
 /// Activations quantized to int8 blocks of 32, reusable across the matrices that share an input. Each row's
 /// `outliersPerRow` largest magnitudes are kept exact (their columns and values) and count as 0 in their blocks.
+///
+/// The first `wideRows` rows (prompt tokens, see `QuantizedMatrix.wideAvailable`) can be kept as bf16 instead,
+/// for the wide product: the matrices multiply them with bf16 tiles, and the rows after with the int8 kernels
+/// (whose buffers then start at row `wideRows`).
 public final class QuantizedActivations: @unchecked Sendable {
     public private(set) var tokens = 0
     public private(set) var cols = 0
+    /// Leading rows kept as bf16 (0 when none is).
+    public private(set) var wideRows = 0
+    private var wideCapacity = 0  // elements
+    private(set) var wide: UnsafeMutablePointer<UInt16>
     private var capacity = 0  // elements
     private(set) var q: UnsafeMutablePointer<Int8>
     private(set) var dx: UnsafeMutablePointer<Float>
@@ -34,20 +42,23 @@ public final class QuantizedActivations: @unchecked Sendable {
         sxh = .allocate(capacity: 1)
         outlierColumns = .allocate(capacity: 1); outlierValues = .allocate(capacity: 1)
         outlierSlots = .allocate(capacity: 1); distinctColumns = .allocate(capacity: 1); distinctCounts = .allocate(capacity: 1)
+        wide = .allocate(capacity: 1)
     }
 
     deinit {
         q.deallocate(); dx.deallocate(); sx.deallocate(); dxs.deallocate(); sxh.deallocate()
         outlierColumns.deallocate(); outlierValues.deallocate()
         outlierSlots.deallocate(); distinctColumns.deallocate(); distinctCounts.deallocate()
+        wide.deallocate()
     }
 
     /// Token count from which quantizing is split over the threads (fewer are done by the caller alone).
     static let parallelTokens = 8
 
-    /// Quantizes `x[tokens × cols]` (cols a multiple of 32); grows the buffers when needed.
-    public func quantize(_ x: UnsafePointer<Float>, tokens: Int, cols: Int, pool: ThreadPool) {
-        prepare(tokens: tokens, cols: cols)
+    /// Quantizes `x[tokens × cols]` (cols a multiple of 32), the first `wideRows` rows to bf16; grows the buffers
+    /// when needed.
+    public func quantize(_ x: UnsafePointer<Float>, tokens: Int, cols: Int, wideRows: Int = 0, pool: ThreadPool) {
+        prepare(tokens: tokens, cols: cols, wideRows: wideRows)
         if tokens >= Self.parallelTokens {
             pool.parallelFor(tokens) { r in quantizeRows(x + r.lowerBound * cols, rows: r) }
         } else {
@@ -55,8 +66,24 @@ public final class QuantizedActivations: @unchecked Sendable {
         }
     }
 
-    /// Sizes the buffers for `tokens × cols` (cols a multiple of 32), to be filled by `quantizeRows`.
-    func prepare(tokens: Int, cols: Int) {
+    /// Sizes the buffers for `tokens × cols` (cols a multiple of 32), the first `wideRows` as bf16, to be filled by
+    /// `quantizeRows`.
+    func prepare(tokens: Int, cols: Int, wideRows: Int = 0) {
+        let w = min(max(wideRows, 0), tokens)
+        precondition(w == 0 || QuantizedMatrix.wideAvailable, "bf16 rows need the wide product (AMX-BF16)")
+        // The wide kernel reads whole tiles of 16 rows: room for the last one, zero past the rows.
+        let padded = (w + 15) / 16 * 16
+        if padded * cols > wideCapacity {
+            let cap = max(padded * cols, wideCapacity * 2)
+            wide.deallocate()
+            // Cache-line aligned: every tile row the kernel loads is then one line, not two.
+            wide = UnsafeMutableRawPointer.allocate(byteCount: 2 * cap, alignment: 64).bindMemory(to: UInt16.self, capacity: cap)
+            wide.initialize(repeating: 0, count: cap)
+            wideCapacity = cap
+        }
+        if padded > w { (wide + w * cols).update(repeating: 0, count: (padded - w) * cols) }
+        self.wideRows = w
+        let tokens = tokens - w  // the int8 buffers hold the rows after the wide ones
         precondition(cols % 32 == 0, "quantized activations need a multiple of 32 columns")
         precondition(cols <= Int(PAGODA_Q_MAX_COLS), "quantized activations of \(cols) columns: at most \(PAGODA_Q_MAX_COLS)")
         if tokens > rowCapacity {
@@ -81,20 +108,29 @@ public final class QuantizedActivations: @unchecked Sendable {
             sxh = .allocate(capacity: cap / 32)
             capacity = cap
         }
-        self.tokens = tokens
+        self.tokens = tokens + w
         self.cols = cols
     }
 
     /// Numbers the distinct outlier columns (once after each quantization; the caller's thread, before a multiply).
     func numberOutlierSlots() {
         if slotsNumbered { return }
-        pagoda_outlier_slots(outlierColumns, Int64(tokens), outlierSlots, distinctColumns, distinctCounts)
+        pagoda_outlier_slots(outlierColumns, Int64(tokens - wideRows), outlierSlots, distinctColumns, distinctCounts)
         slotsNumbered = true
     }
 
     /// Quantizes tokens `rows` of the prepared shape from `x` (which points at the first of them); ranges may
     /// be filled from different threads.
     func quantizeRows(_ x: UnsafePointer<Float>, rows: Range<Int>) {
+        var x = x
+        if rows.lowerBound < wideRows {
+            let w1 = min(rows.upperBound, wideRows)
+            pagoda_to_bf16(x, Int64((w1 - rows.lowerBound) * cols), wide + rows.lowerBound * cols)
+            if w1 == rows.upperBound { return }
+            x += (w1 - rows.lowerBound) * cols
+        }
+        // Int8 rows are numbered from the first one after the wide rows.
+        let rows = max(rows.lowerBound, wideRows) - wideRows..<rows.upperBound - wideRows
         let nb = cols / 32, t = rows.lowerBound
         let k = Self.outliersPerRow
         pagoda_quantize_q8(x, Int64(rows.count), Int64(cols), q + t * cols, dx + t * nb, sx + t * nb, dxs + t * nb,
@@ -236,9 +272,16 @@ public final class QuantizedMatrix: @unchecked Sendable {
                                         _ bias: UnsafePointer<Float>?, groups: Range<Int>) {
         if groups.isEmpty { return }
         withUnsafePointer(to: desc) { d in
-            pagoda_qgemm(d, a.q, a.dx, a.sx, a.dxs, a.sxh, a.outlierColumns, a.outlierValues, a.outlierSlots,
-                         a.distinctColumns, a.distinctCounts, Int64(a.tokens), y, Int64(rows),
-                         Int64(groups.lowerBound), Int64(groups.upperBound), bias)
+            let w = a.wideRows
+            if w > 0 {
+                pagoda_qgemm_wide(d, a.wide, Int64(w), y, Int64(rows), Int64(groups.lowerBound),
+                                  Int64(groups.upperBound), bias)
+            }
+            if w < a.tokens {
+                pagoda_qgemm(d, a.q, a.dx, a.sx, a.dxs, a.sxh, a.outlierColumns, a.outlierValues, a.outlierSlots,
+                             a.distinctColumns, a.distinctCounts, Int64(a.tokens - w), y + w * rows, Int64(rows),
+                             Int64(groups.lowerBound), Int64(groups.upperBound), bias)
+            }
         }
     }
 
@@ -285,6 +328,10 @@ public final class QuantizedMatrix: @unchecked Sendable {
 
     /// The code path in use (0 scalar, 1 AVX2, 2 AVX-512 VNNI, 3 the same with AMX-INT8 tiles for batches).
     public static var isa: Int { Int(pagoda_q_isa()) }
+    /// Whether the wide product (bf16 activations × weights dequantized to bf16, AMX-BF16 tiles) is available for
+    /// prompt tokens: only where it runs on tiles (elsewhere every token takes the int8 kernels). The engine gives
+    /// it a request's prompt tokens whatever the batch, so a sequence computes the same alone as in any batch.
+    public static var wideAvailable: Bool { pagoda_qgemm_wide_available() != 0 }
     /// Forces a code path for tests (-1 restores detection).
     public static func forceISA(_ isa: Int) { pagoda_q_force_isa(Int32(isa)) }
 }

@@ -67,10 +67,13 @@ extension Linear {
     }
 }
 
-/// Quantizes `x` into `qx` once for all the quantized layers among `layers` that read it.
-func quantizeInput(_ x: UnsafePointer<Float>, tokens: Int, cols: Int, for layers: Linear..., into qx: QuantizedActivations,
-                   pool: ThreadPool) {
-    if layers.contains(where: { $0.quantized != nil }) { qx.quantize(x, tokens: tokens, cols: cols, pool: pool) }
+/// Quantizes `x` into `qx` once for all the quantized layers among `layers` that read it (the first `wideRows`
+/// rows as bf16, for the wide product).
+func quantizeInput(_ x: UnsafePointer<Float>, tokens: Int, cols: Int, wideRows: Int = 0, for layers: Linear...,
+                   into qx: QuantizedActivations, pool: ThreadPool) {
+    if layers.contains(where: { $0.quantized != nil }) {
+        qx.quantize(x, tokens: tokens, cols: cols, wideRows: wideRows, pool: pool)
+    }
 }
 
 /// The token embedding table. Kept in the file's element type (a Q8_0 table is a quarter of its fp32 size) and
@@ -119,12 +122,18 @@ public struct ForwardBatch: Sendable {
     public var sequences: [AttentionSequence]
     /// Rows of the batch (indices into `tokens`) whose logits are wanted, in output order.
     public var logitRows: [Int]
+    /// How many leading rows are prompt tokens that the quantized matrices multiply with the wide product
+    /// (`QuantizedMatrix.wideAvailable`; ignored where it is not available); the rows after take the int8
+    /// kernels. A sequence's wide rows come before its other rows (so its earlier positions are computed first).
+    public var wideRows: Int
 
-    public init(tokens: [Int32], positions: [Int32], sequences: [AttentionSequence], logitRows: [Int]) {
+    public init(tokens: [Int32], positions: [Int32], sequences: [AttentionSequence], logitRows: [Int],
+                wideRows: Int = 0) {
         self.tokens = tokens
         self.positions = positions
         self.sequences = sequences
         self.logitRows = logitRows
+        self.wideRows = min(max(wideRows, 0), tokens.count)
     }
 }
 
@@ -172,7 +181,7 @@ extension ForwardBatch {
             }
             return Slice(batch: ForwardBatch(tokens: Array(batch.tokens[start..<end]),
                                              positions: Array(batch.positions[start..<end]),
-                                             sequences: seqs, logitRows: rows),
+                                             sequences: seqs, logitRows: rows, wideRows: batch.wideRows - start),
                          outputRows: outputRows)
         }
     }
@@ -201,6 +210,19 @@ public final class LlamaModel: Sendable {
 
     /// Whether the layers multiply quantized matrices (by int8 activations) rather than fp32 or 16-bit ones.
     public var hasQuantizedMatrices: Bool { layers.first?.wq.quantized != nil }
+
+    /// Prompts of at least this many tokens take the wide product for their prompt tokens: a shorter one would pay
+    /// for dequantizing every matrix to bf16 (about 8 times an int8 pass over one token) for a few rows.
+    public static let widePromptMinimum = 16
+
+    /// How many leading tokens of a sequence whose prompt has `promptLength` tokens the wide product computes
+    /// (`ForwardBatch.wideRows`): every prompt token when the matrices are quantized, the machine has the wide
+    /// product and the prompt is long enough; else none. Generated tokens always take the int8 kernels (decode
+    /// streams the quantized weights, which only they can do at that speed). The count depends on the sequence
+    /// alone, so each token is computed the same way in any batch, after a preemption and from the prefix cache.
+    public func wideTokenCount(promptLength: Int) -> Int {
+        hasQuantizedMatrices && QuantizedMatrix.wideAvailable && promptLength >= Self.widePromptMinimum ? promptLength : 0
+    }
 
     /// `fp32Weights` forces the fp32 reference path for every matrix; by default it is taken from the
     /// environment variable `PAGODA_FP32_WEIGHTS=1`.
@@ -298,6 +320,8 @@ public final class LlamaModel: Sendable {
         ws.reserve(tokens: max(n, batch.logitRows.count), config: c)
         let x = ws.x, xn = ws.xn, q = ws.q, k = ws.k, v = ws.v, attn = ws.attn, tmp = ws.tmp, g = ws.g, u = ws.u
         let qx = ws.qx
+        // Prompt rows take the wide product where it exists (the rows' role, never the batch, decides).
+        let wide = QuantizedMatrix.wideAvailable ? batch.wideRows : 0
         let prof = ForwardProfile.enabled
         var clock = prof ? ForwardProfile.now() : 0
         @inline(__always) func mark(_ op: ForwardProfile.Op) {
@@ -331,7 +355,7 @@ public final class LlamaModel: Sendable {
         /// thread quantizes the tokens it normalized, while they are in its cache).
         func normalize(with weight: FloatBuffer, for layers: Linear...) {
             let quantize = layers.contains { $0.quantized != nil }
-            if quantize { qx.prepare(tokens: n, cols: h) }
+            if quantize { qx.prepare(tokens: n, cols: h, wideRows: wide) }
             func body(_ r: Range<Int>) {
                 rmsNorm(x + r.lowerBound * h, weight.pointer, xn + r.lowerBound * h, tokens: r.count, n: h, eps: c.rmsNormEps)
                 if quantize { qx.quantizeRows(xn + r.lowerBound * h, rows: r) }
@@ -380,7 +404,7 @@ public final class LlamaModel: Sendable {
                            heads: c.headCount, kvHeads: c.kvHeadCount, headDim: c.headDim,
                            blockSize: cache.blockSize, pool: pool, workspace: ws.attention)
             mark(.attention)
-            quantizeInput(attn, tokens: n, cols: qDim, for: layer.wo, into: qx, pool: pool)
+            quantizeInput(attn, tokens: n, cols: qDim, wideRows: wide, for: layer.wo, into: qx, pool: pool)
             layer.wo.addProjection(attn, tokens: n, to: x, scratch: tmp, qx: qx, pool: pool)
             mark(.oProj)
             normalize(with: layer.ffnNorm, for: layer.gate, layer.up)
@@ -402,7 +426,7 @@ public final class LlamaModel: Sendable {
                 }
             }
             mark(.gateUp)
-            quantizeInput(g, tokens: n, cols: inter, for: layer.down, into: qx, pool: pool)
+            quantizeInput(g, tokens: n, cols: inter, wideRows: wide, for: layer.down, into: qx, pool: pool)
             layer.down.addProjection(g, tokens: n, to: x, scratch: tmp, qx: qx, pool: pool)
             mark(.down)
         }

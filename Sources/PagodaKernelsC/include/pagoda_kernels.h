@@ -88,6 +88,19 @@ void pagoda_qgemm(const pagoda_qmat *m, const int8_t *q, const float *dx, const 
                   const int32_t *nuniq, int64_t tokens, float *y, int64_t ldy, int64_t g0, int64_t g1,
                   const float *bias);
 
+/// Whether the wide product below runs on AMX-BF16 tiles here (the AMX path in use, and PAGODA_NO_WIDE unset).
+int pagoda_qgemm_wide_available(void);
+
+/// out[i] = x[i] rounded to bf16 (nearest even).
+void pagoda_to_bf16(const float *x, int64_t n, uint16_t *out);
+
+/// The wide product, for prompt tokens: y[t*ldy + r] for rows of groups [g0, g1) and tokens [0, tokens), from bf16
+/// activations xb[t*cols + c] (rows up to tokens rounded up to 16 must be readable). Each weight is dequantized as
+/// (u − offset)·d (+ m) in fp32 and rounded to bf16; the products are summed in fp32 over the blocks in order (AMX
+/// tiles where available, else a scalar loop). A token's outputs do not depend on the other tokens of the call.
+void pagoda_qgemm_wide(const pagoda_qmat *m, const uint16_t *xb, int64_t tokens, float *y, int64_t ldy, int64_t g0,
+                       int64_t g1, const float *bias);
+
 /// The code path in use: 0 scalar, 1 AVX2, 2 AVX-512 VNNI, 3 the same with AMX-INT8 tiles for batches of 16 tokens or
 /// more (same results; other kernels treat 3 as 2).
 int pagoda_q_isa(void);

@@ -72,6 +72,23 @@ final class BatchingTests: XCTestCase {
         XCTAssertNil(pool.checkInvariants())
     }
 
+    /// The same on the quantized default model, whose prompt tokens take the wide product and generated ones the
+    /// int8 kernels: a preempted sequence recomputes its prompt and its output each the way it first did.
+    func testPreemptionKeepsOutputsWithWidePrompts() throws {
+        let model = EngineFixtures.smol
+        let prompts = (0..<6).map { EngineFixtures.prompt(length: 30 + 9 * $0, seed: 400 + UInt64($0)) }
+        var params = EngineFixtures.greedy(24, logprobs: 2)
+        params.ignoreEOS = true
+        let free = try EngineFixtures.llm(model, EngineFixtures.config(blocks: 512)).generate(promptTokenIds: prompts, params)
+        let tightLLM = EngineFixtures.llm(model, EngineFixtures.config(blocks: 14, budget: 64))
+        let tight = try tightLLM.generate(promptTokenIds: prompts, params)
+        XCTAssertGreaterThan(tightLLM.engine.scheduler.numPreemptions, 0, "the small pool should force preemption")
+        for i in prompts.indices {
+            XCTAssertEqual(tight[i].outputs[0].tokenIds, free[i].outputs[0].tokenIds, "prompt \(i)")
+            XCTAssertEqual(tight[i].outputs[0].logprobs, free[i].outputs[0].logprobs, "prompt \(i)")
+        }
+    }
+
     /// Priorities: with room for one sequence at a time, the higher-priority (lower value) request runs first.
     func testPriorityOrdersAdmission() throws {
         let model = EngineFixtures.tiny

@@ -33,3 +33,45 @@ final class PrefixCacheTests: XCTestCase {
         XCTAssertEqual(llm.engine.scheduler.prefixHitTokens, 0)
     }
 }
+
+/// The wide product computes prompt tokens (`LlamaModel.wideTokenCount`), the int8 kernels generated ones: a
+/// block's cached keys and values depend on which computed it, so that is part of its prefix-cache key.
+final class WidePrefixCacheTests: XCTestCase {
+    func testBlockKeysCountWideTokens() {
+        var kv = KVCacheManager(blockCount: 8, blockSize: 4, enablePrefixCaching: true)
+        func request(_ id: String, wide: Int) -> Request {
+            let r = Request(id: id, promptTokenIds: Array(100..<110), params: SamplingParams(), priority: 0, arrival: 0,
+                            rng: Xoshiro256(seed: 1), arrivalTime: 0)
+            r.wideTokenCount = wide
+            return r
+        }
+        let none = request("a", wide: 0), all = request("b", wide: 10), again = request("c", wide: 10)
+        for r in [none, all, again] { _ = kv.cachedPrefix(r) }
+        XCTAssertEqual(all.blockHashes, again.blockHashes)
+        XCTAssertEqual(all.blockHashes.map(\.extraKey), [4, 4])
+        XCTAssertEqual(none.blockHashes.map(\.extraKey), [0, 0])
+        XCTAssertNotEqual(none.blockHashes[0], all.blockHashes[0])
+    }
+
+    /// A follow-up prompt that repeats an earlier request's prompt and output (a chat's next turn) reuses the
+    /// blocks of that prompt, not those the output filled (computed by the int8 kernels, where the new prompt's
+    /// tokens take the wide product), and gives bitwise what it gives with prefix caching off.
+    func testFollowUpReusesOnlyBlocksComputedTheSameWay() throws {
+        let model = EngineFixtures.smol
+        guard model.model.wideTokenCount(promptLength: 64) > 0 else {
+            throw XCTSkip("no wide product here: prompt and output blocks are computed alike")
+        }
+        let first = EngineFixtures.prompt(length: 40, seed: 21)
+        var params = EngineFixtures.greedy(40, logprobs: 2)
+        params.ignoreEOS = true
+        let llm = EngineFixtures.llm(model, EngineFixtures.config())
+        let out = try llm.generate(promptTokenIds: [first], params)[0].outputs[0].tokenIds
+        let next = first + out + EngineFixtures.prompt(length: 10, seed: 22)
+        let cached = try llm.generate(promptTokenIds: [next], EngineFixtures.greedy(5, logprobs: 2))[0]
+        XCTAssertEqual(cached.numCachedTokens, 32, "the two full blocks of the first prompt only")
+        let uncached = try EngineFixtures.llm(model, EngineFixtures.config(prefixCaching: false))
+            .generate(promptTokenIds: [next], EngineFixtures.greedy(5, logprobs: 2))[0]
+        XCTAssertEqual(cached.outputs[0].tokenIds, uncached.outputs[0].tokenIds)
+        XCTAssertEqual(cached.outputs[0].logprobs, uncached.outputs[0].logprobs)
+    }
+}

@@ -128,6 +128,62 @@ final class QuantizedMatrixTests: XCTestCase {
         }
     }
 
+    /// The wide product (prompt rows: bf16 activations × weights dequantized to bf16, AMX-BF16 tiles): each output
+    /// close to a double-precision product of the bf16-rounded operands, and bitwise the same for a token alone, in any batch and
+    /// next to int8 rows in one call (the int8 rows unchanged by the wide ones).
+    func testWideProductMatchesReferenceAndIsBatchInvariant() throws {
+        guard QuantizedMatrix.wideAvailable else { throw XCTSkip("no AMX-BF16 here: every row takes the int8 kernels") }
+        func bf16(_ v: Float) -> Double {
+            var out: UInt16 = 0
+            withUnsafePointer(to: v) { pagoda_to_bf16($0, 1, &out) }
+            return Double(Float(bitPattern: UInt32(out) << 16))
+        }
+        var seed: UInt64 = 900
+        for t in [DType.q4_0, .q4_1, .q8_0, .q5_0, .q5_1, .q4_K, .q5_K, .q6_K] {
+            for (rows, cols, tokens) in [(7, 256, 1), (33, 512, 17), (40, 256, 37), (16, 1536, 20)] {
+                seed += 1
+                let tensor = randomTensor(t, rows: rows, cols: cols, seed: seed)
+                let m = try QuantizedMatrix(tensor)
+                let w = tensor.toFloats()
+                let x = randomActivations(tokens * cols, seed: seed &+ 5)
+                let bias = randomActivations(rows, seed: seed &+ 6)
+                func wide(_ x: [Float], tokens: Int, wideRows: Int) -> [Float] {
+                    let a = QuantizedActivations()
+                    x.withUnsafeBufferPointer { a.quantize($0.baseAddress!, tokens: tokens, cols: cols, wideRows: wideRows, pool: pool) }
+                    return multiplyForTest(rows: rows, x: x, tokens: tokens, bias: bias) { _, y, b in
+                        m.multiply(activations: a, y: y, bias: b, pool: pool)
+                    }
+                }
+                let y = wide(x, tokens: tokens, wideRows: tokens)
+                for tk in 0..<tokens {
+                    for r in 0..<rows {
+                        var ref = Double(bias[r]), mag = abs(Double(bias[r]))
+                        for c in 0..<cols {
+                            // The file's weight as dequantized (fp32), rounded to bf16 like the activation.
+                            let p = bf16(w[r * cols + c]) * bf16(x[tk * cols + c])
+                            ref += p
+                            mag += abs(p)
+                        }
+                        // fp32 accumulation, and a rare weight whose fp32 dequantization rounds the other way
+                        // here and so lands on the neighbouring bf16 value (2⁻⁸ of one product).
+                        XCTAssertEqual(Double(y[tk * rows + r]), ref, accuracy: 5e-5 * mag + 1e-6,
+                                       "\(t) \(rows)x\(cols) token \(tk) row \(r)")
+                    }
+                    let one = wide(Array(x[tk * cols..<(tk + 1) * cols]), tokens: 1, wideRows: 1)
+                    XCTAssertEqual(one.map(\.bitPattern), Array(y[tk * rows..<(tk + 1) * rows]).map(\.bitPattern),
+                                   "\(t) \(rows)x\(cols): token \(tk) alone differs from the batch")
+                }
+                // Wide rows first, int8 rows after, in one call: each part as in a call of its own.
+                let split = tokens / 2
+                let mixed = wide(x, tokens: tokens, wideRows: split)
+                XCTAssertEqual(Array(mixed[0..<split * rows]).map(\.bitPattern), Array(y[0..<split * rows]).map(\.bitPattern))
+                let narrow = run(m, Array(x[(split * cols)...]), tokens: tokens - split, bias: bias)
+                XCTAssertEqual(Array(mixed[(split * rows)...]).map(\.bitPattern), narrow.map(\.bitPattern),
+                               "\(t): int8 rows after wide rows differ from an int8 call")
+            }
+        }
+    }
+
     /// The vectorized activation quantizer equals the scalar one bit for bit (values, scales, sums), with
     /// all-zero blocks, ties at .5 and outliers included; rows of 8, 17 and 33 blocks (the vector path works on
     /// groups of 16 blocks, then a part, even or odd).
