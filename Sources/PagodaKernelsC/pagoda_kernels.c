@@ -667,14 +667,18 @@ static inline int64_t qcolumn_blocks(const pagoda_qmat *m, int64_t tokens) {
             } \
         } \
     }
-DEF512(qgemm512_b, 0, 0, 1, 0, 0)        // Q8_0
-DEF512(qgemm512_n, 1, 0, 1, 0, 0)        // Q4_0
-DEF512(qgemm512_nm, 1, 1, 1, 0, 0)       // Q4_1
-DEF512(qgemm512_nm_f32, 1, 1, 0, 0, 0)   // Q4_K
-DEF512(qgemm512_n5, 1, 0, 1, 0, 1)       // Q5_0
-DEF512(qgemm512_nm5, 1, 1, 1, 0, 1)      // Q5_1
-DEF512(qgemm512_nm5_f32, 1, 1, 0, 0, 1)  // Q5_K
-DEF512(qgemm512_ns6_f32, 1, 0, 0, 1, 2)  // Q6_K
+/// Every repacked layout, as (name suffix, NIB, MIN, HALF, SPLIT, HB): each kernel family is instantiated from it.
+#define PQ_LAYOUTS(X) \
+    X(_b, 0, 0, 1, 0, 0)        /* Q8_0 */ \
+    X(_n, 1, 0, 1, 0, 0)        /* Q4_0 */ \
+    X(_nm, 1, 1, 1, 0, 0)       /* Q4_1 */ \
+    X(_nm_f32, 1, 1, 0, 0, 0)   /* Q4_K */ \
+    X(_n5, 1, 0, 1, 0, 1)       /* Q5_0 */ \
+    X(_nm5, 1, 1, 1, 0, 1)      /* Q5_1 */ \
+    X(_nm5_f32, 1, 1, 0, 0, 1)  /* Q5_K */ \
+    X(_ns6_f32, 1, 0, 0, 1, 2)  /* Q6_K */
+#define INST512(S, NIB, MIN, HALF, SPLIT, HB) DEF512(qgemm512##S, NIB, MIN, HALF, SPLIT, HB)
+PQ_LAYOUTS(INST512)
 
 // ---------------------------------------------------------------------------------------------------------
 // AMX-INT8 (Sapphire Rapids and later): for batches, the integer sums of 16 tokens × 16 rows × one block come
@@ -945,14 +949,8 @@ static __thread int64_t wide_stage_cap;
             } \
         } \
     }
-DEFWIDE(qgemmwide_b, 0, 0, 1, 0, 0)        // Q8_0
-DEFWIDE(qgemmwide_n, 1, 0, 1, 0, 0)        // Q4_0
-DEFWIDE(qgemmwide_nm, 1, 1, 1, 0, 0)       // Q4_1
-DEFWIDE(qgemmwide_nm_f32, 1, 1, 0, 0, 0)   // Q4_K
-DEFWIDE(qgemmwide_n5, 1, 0, 1, 0, 1)       // Q5_0
-DEFWIDE(qgemmwide_nm5, 1, 1, 1, 0, 1)      // Q5_1
-DEFWIDE(qgemmwide_nm5_f32, 1, 1, 0, 0, 1)  // Q5_K
-DEFWIDE(qgemmwide_ns6_f32, 1, 0, 0, 1, 2)  // Q6_K
+#define INSTWIDE(S, NIB, MIN, HALF, SPLIT, HB) DEFWIDE(qgemmwide##S, NIB, MIN, HALF, SPLIT, HB)
+PQ_LAYOUTS(INSTWIDE)
 
 TWIDE __attribute__((noinline)) static void to_bf16_512(const float *x, int64_t n, uint16_t *o) {
     int64_t i = 0;

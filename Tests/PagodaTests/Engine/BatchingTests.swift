@@ -52,41 +52,38 @@ final class BatchingTests: XCTestCase {
         }
     }
 
-    /// A KV pool too small for all requests at once: preemption happens, and every output is unchanged.
-    func testPreemptionKeepsOutputs() throws {
-        let model = EngineFixtures.tiny
-        let prompts = (0..<8).map { EngineFixtures.prompt(length: 40 + 7 * $0, seed: 100 + UInt64($0)) }
-        var params = EngineFixtures.greedy(48, logprobs: 2)
+    /// Runs `prompts` with a roomy KV pool and with `blocks` blocks and a budget of 64 tokens, which must force
+    /// preemption: every output keeps its tokens and bitwise logprobs, and no block stays in use.
+    private func checkPreemptionKeepsOutputs(_ model: LoadedModel, prompts: [[Int]], maxTokens: Int, blocks: Int,
+                                             file: StaticString = #filePath, line: UInt = #line) throws {
+        var params = EngineFixtures.greedy(maxTokens, logprobs: 2)
         params.ignoreEOS = true
         let free = try EngineFixtures.llm(model, EngineFixtures.config(blocks: 512)).generate(promptTokenIds: prompts, params)
-        let tightLLM = EngineFixtures.llm(model, EngineFixtures.config(blocks: 24, budget: 64))
+        let tightLLM = EngineFixtures.llm(model, EngineFixtures.config(blocks: blocks, budget: 64))
         let tight = try tightLLM.generate(promptTokenIds: prompts, params)
-        XCTAssertGreaterThan(tightLLM.engine.scheduler.numPreemptions, 0, "the small pool should force preemption")
+        XCTAssertGreaterThan(tightLLM.engine.scheduler.numPreemptions, 0, "the small pool should force preemption",
+                             file: file, line: line)
         for i in prompts.indices {
-            XCTAssertEqual(tight[i].outputs[0].tokenIds, free[i].outputs[0].tokenIds, "prompt \(i)")
-            XCTAssertEqual(tight[i].outputs[0].logprobs, free[i].outputs[0].logprobs, "prompt \(i)")
-            XCTAssertEqual(tight[i].outputs[0].tokenIds.count, 48)
+            XCTAssertEqual(tight[i].outputs[0].tokenIds, free[i].outputs[0].tokenIds, "prompt \(i)", file: file, line: line)
+            XCTAssertEqual(tight[i].outputs[0].logprobs, free[i].outputs[0].logprobs, "prompt \(i)", file: file, line: line)
+            XCTAssertEqual(tight[i].outputs[0].tokenIds.count, maxTokens, file: file, line: line)
         }
         let pool = tightLLM.engine.scheduler.kv.pool
-        XCTAssertEqual(pool.usedCount, 0)
-        XCTAssertNil(pool.checkInvariants())
+        XCTAssertEqual(pool.usedCount, 0, file: file, line: line)
+        XCTAssertNil(pool.checkInvariants(), file: file, line: line)
+    }
+
+    /// A KV pool too small for all requests at once: preemption happens, and every output is unchanged.
+    func testPreemptionKeepsOutputs() throws {
+        let prompts = (0..<8).map { EngineFixtures.prompt(length: 40 + 7 * $0, seed: 100 + UInt64($0)) }
+        try checkPreemptionKeepsOutputs(EngineFixtures.tiny, prompts: prompts, maxTokens: 48, blocks: 24)
     }
 
     /// The same on the quantized default model, whose prompt tokens take the wide product and generated ones the
     /// int8 kernels: a preempted sequence recomputes its prompt and its output each the way it first did.
     func testPreemptionKeepsOutputsWithWidePrompts() throws {
-        let model = EngineFixtures.smol
         let prompts = (0..<6).map { EngineFixtures.prompt(length: 30 + 9 * $0, seed: 400 + UInt64($0)) }
-        var params = EngineFixtures.greedy(24, logprobs: 2)
-        params.ignoreEOS = true
-        let free = try EngineFixtures.llm(model, EngineFixtures.config(blocks: 512)).generate(promptTokenIds: prompts, params)
-        let tightLLM = EngineFixtures.llm(model, EngineFixtures.config(blocks: 14, budget: 64))
-        let tight = try tightLLM.generate(promptTokenIds: prompts, params)
-        XCTAssertGreaterThan(tightLLM.engine.scheduler.numPreemptions, 0, "the small pool should force preemption")
-        for i in prompts.indices {
-            XCTAssertEqual(tight[i].outputs[0].tokenIds, free[i].outputs[0].tokenIds, "prompt \(i)")
-            XCTAssertEqual(tight[i].outputs[0].logprobs, free[i].outputs[0].logprobs, "prompt \(i)")
-        }
+        try checkPreemptionKeepsOutputs(EngineFixtures.smol, prompts: prompts, maxTokens: 24, blocks: 14)
     }
 
     /// Priorities: with room for one sequence at a time, the higher-priority (lower value) request runs first.
