@@ -1267,15 +1267,12 @@ void pagoda_qgemm_wide(const pagoda_qmat *m, const uint16_t *xb, int64_t tokens,
         typedef void (*wkernel)(const pagoda_qmat *, const uint16_t *, int64_t, float *, int64_t, int64_t, int64_t,
                                 const float *);
         wkernel k = 0;
-        const int nib = m->nibble, mn = m->has_min, hs = m->half_scales, sp = m->split, hb = m->high_bits;
-        if (!nib && !mn && hs && !sp && !hb) k = qgemmwide_b;
-        else if (nib && !sp && hb == 0 && !mn && hs) k = qgemmwide_n;
-        else if (nib && !sp && hb == 0 && mn && hs) k = qgemmwide_nm;
-        else if (nib && !sp && hb == 0 && mn && !hs) k = qgemmwide_nm_f32;
-        else if (nib && !sp && hb == 1 && !mn && hs) k = qgemmwide_n5;
-        else if (nib && !sp && hb == 1 && mn && hs) k = qgemmwide_nm5;
-        else if (nib && !sp && hb == 1 && mn && !hs) k = qgemmwide_nm5_f32;
-        else if (nib && sp && hb == 2 && !mn && !hs) k = qgemmwide_ns6_f32;
+        // The kernel of the matrix's layout (every one QuantizedMatrix makes has one).
+#define MATCHWIDE(S, NIB, MIN, HALF, SPLIT, HB) \
+        if (!k && !!m->nibble == NIB && !!m->has_min == MIN && !!m->half_scales == HALF && !!m->split == SPLIT && \
+            m->high_bits == HB) k = qgemmwide##S;
+        PQ_LAYOUTS(MATCHWIDE)
+#undef MATCHWIDE
         if (k) { k(m, xb, tokens, y, ldy, g0, g1, bias); return; }
     }
 #endif

@@ -37,7 +37,6 @@ public final class ModelRunner {
         var sequences: [AttentionSequence] = []
         var logitRows: [Int] = []
         var perSeq = [SequenceLogits](repeating: SequenceLogits(), count: output.scheduled.count)
-        var tables: [Int: [Int32]] = [:]
         for piece in widePieces + narrowPieces {
             let r = output.scheduled[piece.sequence].request
             let base = tokens.count
@@ -45,10 +44,8 @@ public final class ModelRunner {
                 tokens.append(Int32(r.allTokenIds[p]))
                 positions.append(Int32(p))
             }
-            let table = tables[piece.sequence] ?? kv.blocks(of: r.key).map(Int32.init)
-            tables[piece.sequence] = table
             sequences.append(AttentionSequence(tokenStart: base, tokenCount: piece.count, startPosition: piece.start,
-                                               blockTable: table))
+                                               blockTable: kv.blocks(of: r.key).map(Int32.init)))
             let promptEnd = min(piece.start + piece.count, r.promptTokenIds.count - 1)
             if r.params.promptLogprobs != nil && piece.start < promptEnd {
                 for p in piece.start..<promptEnd where p + 1 >= r.promptLogprobs.count {
