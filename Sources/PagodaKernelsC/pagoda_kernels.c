@@ -952,6 +952,114 @@ static __thread int64_t wide_stage_cap;
 #define INSTWIDE(S, NIB, MIN, HALF, SPLIT, HB) DEFWIDE(qgemmwide##S, NIB, MIN, HALF, SPLIT, HB)
 PQ_LAYOUTS(INSTWIDE)
 
+/// stage_wide for any layout (the SwiGLU kernel's two matrices may differ): the specialized copy is picked per group.
+#define INSTSTAGE(S, NIB, MIN, HALF, SPLIT, HB) \
+    TWIDE __attribute__((noinline)) static void stagewide##S(const pagoda_qmat *m, const uint8_t *gbase, uint16_t *dst) { \
+        stage_wide(m, gbase, NIB, MIN, HALF, SPLIT, HB, dst); \
+    }
+PQ_LAYOUTS(INSTSTAGE)
+TWIDE static void stage_wide_any(const pagoda_qmat *m, int64_t g, uint16_t *dst) {
+    const uint8_t *gbase = m->data + g * m->blocks * m->block_bytes;
+#define MATCHSTAGE(S, NIB, MIN, HALF, SPLIT, HB) \
+    if (!!m->nibble == NIB && !!m->has_min == MIN && !!m->half_scales == HALF && !!m->split == SPLIT && \
+        m->high_bits == HB) { stagewide##S(m, gbase, dst); return; }
+    PQ_LAYOUTS(MATCHSTAGE)
+#undef MATCHSTAGE
+}
+
+/// silu(g)·u of 16 lanes: g / (1 + e^−g) · u, with the exponential of the Swift `expSIMD` (same constants, same
+/// fused and unfused steps), so the result is bitwise Swift's `siluMul`.
+TWIDE INL __m512 silu_mul512(__m512 g, __m512 u) {
+    const __m512 x0 = _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(g), _mm512_set1_epi32((int)0x80000000)));
+    __m512 x = _mm512_mask_mov_ps(x0, _mm512_cmp_ps_mask(x0, _mm512_set1_ps(88.0f), _CMP_GT_OQ), _mm512_set1_ps(88.0f));
+    const __mmask16 ok = _mm512_cmp_ps_mask(x0, _mm512_set1_ps(-87.0f), _CMP_GE_OQ);
+    x = _mm512_mask_mov_ps(_mm512_set1_ps(-87.0f), ok, x);
+    const __m512 magic = _mm512_set1_ps(12582912.0f);
+    const __m512 t = _mm512_fmadd_ps(x, _mm512_set1_ps(1.44269504f), magic);
+    const __m512 n = _mm512_sub_ps(t, magic);
+    __m512 r = _mm512_fmadd_ps(n, _mm512_set1_ps(-0.693359375f), x);
+    r = _mm512_fmadd_ps(n, _mm512_set1_ps(2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    const __m512 e = _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), _mm512_set1_ps(1.0f));
+    const __m512i ni = _mm512_sub_epi32(_mm512_castps_si512(t), _mm512_castps_si512(magic));
+    const __m512 scale = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(ni, _mm512_set1_epi32(127)), 23));
+    const __m512 ex = _mm512_maskz_mov_ps(ok, _mm512_mul_ps(e, scale));
+    return _mm512_mul_ps(_mm512_div_ps(g, _mm512_add_ps(_mm512_set1_ps(1.0f), ex)), u);
+}
+
+/// The wide product's SwiGLU: each group's gate and up tiles are staged side by side, so the 2 × 2 tiles hold gate
+/// and up of the same 16 rows for 32 tokens; silu(gate)·up is formed from them in L1 and only it is written.
+TWIDE __attribute__((noinline)) static void qgemm_wide_glu_amx(const pagoda_qmat *mg, const pagoda_qmat *mu,
+                                                              const uint16_t *xb, int64_t tokens, float *out,
+                                                              int64_t ldo, int64_t g0, int64_t g1) {
+    if (amx_configured != 2) amx_configure_wide();
+    const int64_t nb = mg->blocks, cols = mg->cols, pbytes = nb * 2048;
+    int64_t gp = 262144 / pbytes;
+    if (gp < 1) gp = 1;
+    if (gp > g1 - g0) gp = g1 - g0;
+    if (wide_stage_cap < gp * pbytes) {
+        free(wide_stage);
+        wide_stage = aligned_alloc(64, (size_t)(gp * pbytes));
+        wide_stage_cap = gp * pbytes;
+    }
+    _Alignas(64) float part[4][256];
+    for (int64_t gs = g0; gs < g1; gs += gp) {
+        const int64_t ge = gs + gp < g1 ? gs + gp : g1;
+        for (int64_t g = gs; g < ge; g++) {
+            stage_wide_any(mg, g, wide_stage + (g - gs) * nb * 1024);
+            stage_wide_any(mu, g, wide_stage + (g - gs) * nb * 1024 + nb * 512);
+        }
+        for (int64_t tb = 0; tb < tokens; tb += WIDE_TOKENS) {
+            const int64_t te = tb + WIDE_TOKENS < tokens ? tb + WIDE_TOKENS : tokens;
+            for (int64_t g = gs; g < ge; g++) {
+                const uint16_t *w0 = wide_stage + (g - gs) * nb * 1024, *w1 = w0 + nb * 512;
+                const int64_t r0 = g * 16, nr = mg->rows - r0 < 16 ? mg->rows - r0 : 16;
+                const __mmask16 rmask = (__mmask16)((1u << nr) - 1);
+                for (int64_t t = tb; t < te; t += 32) {
+                    const uint16_t *x0 = xb + t * cols, *x1 = x0 + 16 * cols;
+                    const int two = t + 16 < te;
+                    _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
+                    if (two) {
+                        for (int64_t b = 0; b < nb; b++) {
+                            _tile_loadd(4, x0 + 32 * b, cols * 2);
+                            _tile_loadd(6, w0 + 512 * b, 64);
+                            _tile_dpbf16ps(0, 4, 6);
+                            _tile_loadd(7, w1 + 512 * b, 64);
+                            _tile_dpbf16ps(1, 4, 7);
+                            _tile_loadd(5, x1 + 32 * b, cols * 2);
+                            _tile_dpbf16ps(2, 5, 6);
+                            _tile_dpbf16ps(3, 5, 7);
+                        }
+                        _tile_stored(2, part[2], 64);
+                        _tile_stored(3, part[3], 64);
+                    } else {
+                        for (int64_t b = 0; b < nb; b++) {
+                            _tile_loadd(4, x0 + 32 * b, cols * 2);
+                            _tile_loadd(6, w0 + 512 * b, 64);
+                            _tile_dpbf16ps(0, 4, 6);
+                            _tile_loadd(7, w1 + 512 * b, 64);
+                            _tile_dpbf16ps(1, 4, 7);
+                        }
+                    }
+                    _tile_stored(0, part[0], 64);
+                    _tile_stored(1, part[1], 64);
+                    const int64_t nt = te - t < 32 ? te - t : 32;
+                    for (int64_t i = 0; i < nt; i++) {
+                        const float *pg = part[i < 16 ? 0 : 2] + 16 * (i & 15), *pu = part[i < 16 ? 1 : 3] + 16 * (i & 15);
+                        _mm512_mask_storeu_ps(out + (t + i) * ldo + r0, rmask,
+                                              silu_mul512(_mm512_load_ps(pg), _mm512_load_ps(pu)));
+                    }
+                }
+            }
+        }
+    }
+}
+
 TWIDE __attribute__((noinline)) static void to_bf16_512(const float *x, int64_t n, uint16_t *o) {
     int64_t i = 0;
     for (; i + 32 <= n; i += 32)
@@ -1279,6 +1387,52 @@ void pagoda_qgemm_wide(const pagoda_qmat *m, const uint16_t *xb, int64_t tokens,
     qgemm_wide_scalar(m, xb, tokens, y, ldy, g0, g1, bias);
 }
 
+/// silu(g)·u of one value, the scalar twin of silu_mul512 (Swift's `expScalar`).
+static float silu_mul1(float g, float u) {
+    const float x0 = -g;
+    float x = x0 > 88.0f ? 88.0f : x0;
+    const int ok = x0 >= -87.0f;
+    if (!ok) x = -87.0f;
+    const float magic = 12582912.0f;
+    const float t = fmaf(x, 1.44269504f, magic);
+    const float n = t - magic;
+    float r = fmaf(n, -0.693359375f, x);
+    r = fmaf(n, 2.12194440e-4f, r);
+    float p = 1.9875691500e-4f;
+    p = fmaf(p, r, 1.3981999507e-3f);
+    p = fmaf(p, r, 8.3334519073e-3f);
+    p = fmaf(p, r, 4.1665795894e-2f);
+    p = fmaf(p, r, 1.6666665459e-1f);
+    p = fmaf(p, r, 5.0000001201e-1f);
+    const float e = fmaf(p, r * r, r) + 1.0f;
+    int32_t tb, mb;
+    memcpy(&tb, &t, 4);
+    memcpy(&mb, &magic, 4);
+    const uint32_t sb = (uint32_t)((tb - mb) + 127) << 23;
+    float scale;
+    memcpy(&scale, &sb, 4);
+    const float ex = ok ? e * scale : 0.0f;
+    return g / (1.0f + ex) * u;
+}
+
+void pagoda_qgemm_wide_glu(const pagoda_qmat *gate, const pagoda_qmat *up, const uint16_t *xb, int64_t tokens,
+                           float *out, int64_t ldo, int64_t g0, int64_t g1) {
+    if (tokens <= 0 || g0 >= g1) return;
+#ifdef PQ_X86
+    if (pagoda_qgemm_wide_available()) { qgemm_wide_glu_amx(gate, up, xb, tokens, out, ldo, g0, g1); return; }
+#endif
+    // Portable: both products a group at a time, then the same silu·up per value.
+    float *gy = malloc(sizeof(float) * (size_t)(tokens * PAGODA_Q_ROWS * 2)), *uy = gy + tokens * PAGODA_Q_ROWS;
+    for (int64_t g = g0; g < g1; g++) {
+        qgemm_wide_scalar(gate, xb, tokens, gy - g * PAGODA_Q_ROWS, PAGODA_Q_ROWS, g, g + 1, 0);
+        qgemm_wide_scalar(up, xb, tokens, uy - g * PAGODA_Q_ROWS, PAGODA_Q_ROWS, g, g + 1, 0);
+        for (int64_t t = 0; t < tokens; t++)
+            for (int64_t i = 0; i < PAGODA_Q_ROWS && g * PAGODA_Q_ROWS + i < gate->rows; i++)
+                out[t * ldo + g * PAGODA_Q_ROWS + i] = silu_mul1(gy[t * PAGODA_Q_ROWS + i], uy[t * PAGODA_Q_ROWS + i]);
+    }
+    free(gy);
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // Compute peak probes.
 
@@ -1332,6 +1486,32 @@ int64_t pagoda_int8_dot_loop_ops(void) {
     const int isa = pagoda_q_isa();
     return isa >= 2 ? 12 * 64 * 2 : isa == 1 ? 12 * 32 * 2 : 12 * 4 * 2;
 }
+
+#ifdef PQ_X86
+/// AMX-BF16 peak probe: four independent 16 × 16 × 32 tile products per iteration (the wide kernel's 2 × 2 shape).
+TWIDE __attribute__((noinline)) static double bf16_tile_loop(int64_t iters) {
+    amx_configure_wide();
+    _Alignas(64) static const uint16_t zeros[512];
+    _Alignas(64) float out[256];
+    _tile_loadd(4, zeros, 64); _tile_loadd(5, zeros, 64); _tile_loadd(6, zeros, 64); _tile_loadd(7, zeros, 64);
+    _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
+    for (int64_t n = 0; n < iters; n++) {
+        _tile_dpbf16ps(0, 4, 6); _tile_dpbf16ps(1, 4, 7); _tile_dpbf16ps(2, 5, 6); _tile_dpbf16ps(3, 5, 7);
+    }
+    _tile_stored(0, out, 64);
+    return out[0];
+}
+#endif
+
+double pagoda_bf16_tile_loop(int64_t iters) {
+#ifdef PQ_X86
+    if (pagoda_qgemm_wide_available()) return bf16_tile_loop(iters);
+#endif
+    (void)iters;
+    return 0;
+}
+
+int64_t pagoda_bf16_tile_loop_ops(void) { return pagoda_qgemm_wide_available() ? 4 * 16 * 16 * 32 * 2 : 0; }
 
 // ---------------------------------------------------------------------------------------------------------
 // Half-precision (and fp32) weights × fp32 activations. Layout (see pagoda_kernels.h): groups of 8 rows; for each group

@@ -16,6 +16,8 @@ public enum KernelBenchmark {
         public var fp32GFLOPs: Double
         /// int8 dot-product throughput of the quantized kernels' instruction (vpdpbusd where present), GOP/s.
         public var int8GOPs: Double
+        /// AMX-BF16 tile throughput (the wide product's instruction), GFLOP/s; 0 where the wide product is unavailable.
+        public var bf16TileGFLOPs: Double
     }
 
     /// One measured op.
@@ -95,11 +97,16 @@ public enum KernelBenchmark {
         let int8Time = best(reps: 3) {
             pool.forEachChunk(threads) { c in sums[c] = Float(pagoda_int8_dot_loop(Int64(iters), Int32(c))) }
         }
+        let tileIters = 200_000
+        let tileTime = best(reps: 3) {
+            pool.forEachChunk(threads) { c in sums[c] = Float(pagoda_bf16_tile_loop(Int64(tileIters))) }
+        }
         // fmaLoop: 12 chains × 16 lanes × 2 flops per iteration; the int8 loop: 12 instructions of 64 MACs.
         return Peaks(threads: threads,
                      readGBs: Double(count * 4) / readTime / 1e9,
                      fp32GFLOPs: Double(threads * iters * 12 * 16 * 2) / fmaTime / 1e9,
-                     int8GOPs: Double(threads * iters) * Double(pagoda_int8_dot_loop_ops()) / int8Time / 1e9)
+                     int8GOPs: Double(threads * iters) * Double(pagoda_int8_dot_loop_ops()) / int8Time / 1e9,
+                     bf16TileGFLOPs: Double(threads * tileIters) * Double(pagoda_bf16_tile_loop_ops()) / tileTime / 1e9)
     }
 
     @inline(never) static func sumFloats(_ p: UnsafePointer<Float>, _ n: Int) -> Float {
@@ -134,8 +141,8 @@ public enum KernelBenchmark {
     public static func run(shapes s: Shapes, pool: ThreadPool, dtypes: [DType], batch: Int = 64, prompt: Int = 512,
                            context: Int = 512, log: (String) -> Void = { _ in }) -> (Peaks, [Result]) {
         let peaks = measurePeaks(pool: pool)
-        log(String(format: "peaks on %d threads: read %.1f GB/s, fp32 %.0f GFLOP/s, int8 %.0f GOP/s",
-                   peaks.threads, peaks.readGBs, peaks.fp32GFLOPs, peaks.int8GOPs))
+        log(String(format: "peaks on %d threads: read %.1f GB/s, fp32 %.0f GFLOP/s, int8 %.0f GOP/s, bf16 tiles %.0f GFLOP/s",
+                   peaks.threads, peaks.readGBs, peaks.fp32GFLOPs, peaks.int8GOPs, peaks.bf16TileGFLOPs))
         var results: [Result] = []
         func add(_ r: Result) {
             results.append(r)
@@ -174,6 +181,17 @@ public enum KernelBenchmark {
                                shape: "\(rows)x\(cols) t=\(tokens)", microseconds: t * 1e6, gops: gops, gbs: gbs,
                                percentOfPeak: 100 * (memoryBound ? gbs / peaks.readGBs : gops / computePeak),
                                bound: memoryBound ? "read GB/s" : (quantized ? "int8 GOP/s" : "fp32 GFLOP/s")))
+                    // The wide product, as prompt tokens take it (bf16 activations and tiles).
+                    if quantized && tokens > 1 && peaks.bf16TileGFLOPs > 0 {
+                        let tw = best(reps: 5) {
+                            qx.quantize(x.pointer, tokens: tokens, cols: cols, wideRows: tokens, pool: pool)
+                            linear(x.pointer, tokens: tokens, into: y.pointer, qx: qx, pool: pool)
+                        }
+                        let gw = ops / tw / 1e9
+                        add(Result(op: "gemm-wide \(name)", dtype: "\(dtype)", shape: "\(rows)x\(cols) t=\(tokens)",
+                                   microseconds: tw * 1e6, gops: gw, gbs: Double(bytes) / tw / 1e9,
+                                   percentOfPeak: 100 * gw / peaks.bf16TileGFLOPs, bound: "bf16 tile GFLOP/s"))
+                    }
                 }
             }
         }

@@ -158,7 +158,7 @@ public final class QuantizedMatrix: @unchecked Sendable {
     public let dtype: DType
     private let region: HugePageRegion
     private let storage: UnsafeMutableRawPointer
-    private var desc: pagoda_qmat
+    private(set) var desc: pagoda_qmat
     /// Scratch for the `multiply(x:...)` convenience (callers sharing an input should quantize once and call
     /// `multiply(activations:...)`). Not for concurrent use.
     private let scratch = QuantizedActivations()
@@ -277,10 +277,49 @@ public final class QuantizedMatrix: @unchecked Sendable {
                 pagoda_qgemm_wide(d, a.wide, Int64(w), y, Int64(rows), Int64(groups.lowerBound),
                                   Int64(groups.upperBound), bias)
             }
-            if w < a.tokens {
-                pagoda_qgemm(d, a.q, a.dx, a.sx, a.dxs, a.sxh, a.outlierColumns, a.outlierValues, a.outlierSlots,
-                             a.distinctColumns, a.distinctCounts, Int64(a.tokens - w), y + w * rows, Int64(rows),
-                             Int64(groups.lowerBound), Int64(groups.upperBound), bias)
+            if w < a.tokens { gemmInt8(d, a, y, bias, groups: groups) }
+        }
+    }
+
+    /// The int8 rows of `a` (those after its wide rows), into their rows of y.
+    @inline(__always) private func gemmInt8(_ d: UnsafePointer<pagoda_qmat>, _ a: QuantizedActivations,
+                                            _ y: UnsafeMutablePointer<Float>, _ bias: UnsafePointer<Float>?,
+                                            groups: Range<Int>) {
+        let w = a.wideRows
+        pagoda_qgemm(d, a.q, a.dx, a.sx, a.dxs, a.sxh, a.outlierColumns, a.outlierValues, a.outlierSlots,
+                     a.distinctColumns, a.distinctCounts, Int64(a.tokens - w), y + w * rows, Int64(rows),
+                     Int64(groups.lowerBound), Int64(groups.upperBound), bias)
+    }
+
+    /// SwiGLU: out[t × rows] = silu(a · gateᵀ) · (a · upᵀ), bitwise what `multiplyMany` of the two followed by
+    /// `siluMul` gives. The wide rows take one fused kernel that writes only the product (their gate and up tiles
+    /// never leave L1); the int8 rows are multiplied into `out` and `scratch` and combined by each thread for the
+    /// rows it computed. `gate` and `up` must have the same shape.
+    public static func multiplyGLU(gate: QuantizedMatrix, up: QuantizedMatrix, activations a: QuantizedActivations,
+                                   out: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>,
+                                   pool: ThreadPool) {
+        precondition(gate.rows == up.rows && gate.cols == up.cols, "multiplyGLU: gate and up shapes differ")
+        precondition(a.cols == gate.cols, "activation width \(a.cols) != matrix columns \(gate.cols)")
+        if a.tokens == 0 { return }
+        a.numberOutlierSlots()
+        let rows = gate.rows, w = a.wideRows, n = a.tokens, groups = gate.groupCount
+        let chunks = chunkCount(groups: groups, tokens: n, pool: pool)
+        withUnsafePointer(to: gate.desc) { gd in
+            withUnsafePointer(to: up.desc) { ud in
+                pool.forEachChunk(chunks) { c in
+                    let lo = groups * c / chunks, hi = groups * (c + 1) / chunks
+                    if lo == hi { return }
+                    if w > 0 { pagoda_qgemm_wide_glu(gd, ud, a.wide, Int64(w), out, Int64(rows), Int64(lo), Int64(hi)) }
+                    if w < n {
+                        gate.gemmInt8(gd, a, out, nil, groups: lo..<hi)
+                        up.gemmInt8(ud, a, scratch, nil, groups: lo..<hi)
+                        let r0 = lo * groupRows, count = min(hi * groupRows, rows) - r0
+                        for t in w..<n {
+                            let o = t * rows + r0
+                            siluMul(out + o, scratch + o, out + o, count: count)
+                        }
+                    }
+                }
             }
         }
     }

@@ -409,7 +409,11 @@ public final class LlamaModel: Sendable {
             mark(.oProj)
             normalize(with: layer.ffnNorm, for: layer.gate, layer.up)
             mark(.norm)
-            if let mg = layer.gate.quantized, let mu = layer.up.quantized {
+            if let mg = layer.gate.quantized, let mu = layer.up.quantized, layer.gate.biasPointer == nil,
+               layer.up.biasPointer == nil, mg.rows == mu.rows {
+                // SwiGLU in one region: prompt rows fused in the wide kernel, the others combined per thread.
+                QuantizedMatrix.multiplyGLU(gate: mg, up: mu, activations: qx, out: g, scratch: u, pool: pool)
+            } else if let mg = layer.gate.quantized, let mu = layer.up.quantized {
                 // gate and up in one region, SiLU(gate)·up fused: each thread combines the rows it computed.
                 QuantizedMatrix.multiplyMany([.init(mg, y: g), .init(mu, y: u)], activations: qx, pool: pool) { rows in
                     for t in 0..<n {

@@ -101,6 +101,12 @@ void pagoda_to_bf16(const float *x, int64_t n, uint16_t *out);
 void pagoda_qgemm_wide(const pagoda_qmat *m, const uint16_t *xb, int64_t tokens, float *y, int64_t ldy, int64_t g0,
                        int64_t g1, const float *bias);
 
+/// SwiGLU with the wide product: out[t*ldo + r] = silu(g)·u for rows of groups [g0, g1), where g and u are what
+/// pagoda_qgemm_wide gives for `gate` and `up` (same rows and columns, no bias) and silu(g)·u = g / (1 + e^−g) · u with
+/// the engine's exponential (bitwise Swift's `siluMul`). Only the product is written.
+void pagoda_qgemm_wide_glu(const pagoda_qmat *gate, const pagoda_qmat *up, const uint16_t *xb, int64_t tokens,
+                           float *out, int64_t ldo, int64_t g0, int64_t g1);
+
 /// The code path in use: 0 scalar, 1 AVX2, 2 AVX-512 VNNI, 3 the same with AMX-INT8 tiles for batches of 16 tokens or
 /// more (same results; other kernels treat 3 as 2).
 int pagoda_q_isa(void);
@@ -131,6 +137,10 @@ void pagoda_sgemm(const float *w, int64_t cols, const float *x, int64_t tokens, 
 int64_t pagoda_int8_dot_loop(int64_t iters, int32_t seed);
 /// Integer operations (2 per multiply-add) one iteration of `pagoda_int8_dot_loop` performs.
 int64_t pagoda_int8_dot_loop_ops(void);
+/// Runs `iters` iterations of AMX-BF16 tile products (0 where the wide product is unavailable).
+double pagoda_bf16_tile_loop(int64_t iters);
+/// Floating-point operations (2 per multiply-add) one iteration of `pagoda_bf16_tile_loop` performs (0 where unavailable).
+int64_t pagoda_bf16_tile_loop_ops(void);
 /// Forces a code path (tests); values above what the CPU supports are clamped. -1 restores detection.
 void pagoda_q_force_isa(int isa);
 

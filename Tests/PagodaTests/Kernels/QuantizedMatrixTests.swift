@@ -184,6 +184,52 @@ final class QuantizedMatrixTests: XCTestCase {
         }
     }
 
+    /// SwiGLU equals the two products followed by `siluMul`, bit for bit: prompt rows through the fused wide kernel,
+    /// int8 rows after them, gate and up of different types, a partial last group; and the fused C kernel alone
+    /// (its tiles, or its portable loop where the wide product is unavailable) against the two wide products.
+    func testSwiGLUEqualsProductsThenSiluMul() throws {
+        var seed: UInt64 = 1200
+        for (tg, tu) in [(DType.q4_1, DType.q4_1), (.q8_0, .q8_0), (.q4_K, .q6_K)] {
+            for (rows, cols, tokens, wideRows) in [(40, 256, 37, 20), (16, 512, 33, 33), (7, 256, 5, 0), (48, 1536, 70, 64)] {
+                seed += 1
+                let gate = try QuantizedMatrix(randomTensor(tg, rows: rows, cols: cols, seed: seed))
+                let up = try QuantizedMatrix(randomTensor(tu, rows: rows, cols: cols, seed: seed &+ 100))
+                let x = randomActivations(tokens * cols, seed: seed &+ 5)
+                let a = QuantizedActivations()
+                let wide = QuantizedMatrix.wideAvailable ? wideRows : 0
+                x.withUnsafeBufferPointer { a.quantize($0.baseAddress!, tokens: tokens, cols: cols, wideRows: wide, pool: pool) }
+                var g = [Float](repeating: 0, count: tokens * rows), u = g, expected = g
+                g.withUnsafeMutableBufferPointer { gp in
+                    u.withUnsafeMutableBufferPointer { up_ in
+                        QuantizedMatrix.multiplyMany([.init(gate, y: gp.baseAddress!), .init(up, y: up_.baseAddress!)],
+                                                     activations: a, pool: pool)
+                    }
+                }
+                siluMul(g, u, &expected, count: tokens * rows)
+                var out = [Float](repeating: .nan, count: tokens * rows), scratch = out
+                QuantizedMatrix.multiplyGLU(gate: gate, up: up, activations: a, out: &out, scratch: &scratch, pool: pool)
+                XCTAssertEqual(out.map(\.bitPattern), expected.map(\.bitPattern), "\(tg)/\(tu) \(rows)x\(cols) t=\(tokens) wide \(wide)")
+
+                // The C kernel alone, all rows wide.
+                var xb = [UInt16](repeating: 0, count: (tokens + 15) / 16 * 16 * cols)
+                pagoda_to_bf16(x, Int64(tokens * cols), &xb)
+                var gw = [Float](repeating: 0, count: tokens * rows), uw = gw, fused = gw, ref = gw
+                let groups = Int64(gate.groupCount)
+                withUnsafePointer(to: gate.desc) { gd in
+                    withUnsafePointer(to: up.desc) { ud in
+                        pagoda_qgemm_wide(gd, xb, Int64(tokens), &gw, Int64(rows), 0, groups, nil)
+                        pagoda_qgemm_wide(ud, xb, Int64(tokens), &uw, Int64(rows), 0, groups, nil)
+                        // Two calls over parts of the groups, as threads take them.
+                        pagoda_qgemm_wide_glu(gd, ud, xb, Int64(tokens), &fused, Int64(rows), 0, groups / 2)
+                        pagoda_qgemm_wide_glu(gd, ud, xb, Int64(tokens), &fused, Int64(rows), groups / 2, groups)
+                    }
+                }
+                siluMul(gw, uw, &ref, count: tokens * rows)
+                XCTAssertEqual(fused.map(\.bitPattern), ref.map(\.bitPattern), "fused kernel \(tg)/\(tu) \(rows)x\(cols) t=\(tokens)")
+            }
+        }
+    }
+
     /// The vectorized activation quantizer equals the scalar one bit for bit (values, scales, sums), with
     /// all-zero blocks, ties at .5 and outliers included; rows of 8, 17 and 33 blocks (the vector path works on
     /// groups of 16 blocks, then a part, even or odd).
