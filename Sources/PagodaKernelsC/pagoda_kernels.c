@@ -861,18 +861,30 @@ TWIDE INL void stage_wide(const pagoda_qmat *m, const uint8_t *gbase, const int 
 }
 
 /// Writes tile `c` (tokens t.., rows of group g) to y: straight when whole, else through a buffer, the missing
-/// tokens and rows dropped; then adds the bias.
+/// tokens and rows dropped; then adds the bias. With `add`, y += the tile (plus bias) instead, through the buffer:
+/// y + (sum + bias), the same two roundings as a product into scratch then added.
 #define WIDE_STORE(c, T, G) do { \
         const int64_t nt_ = tokens - (T) < 16 ? tokens - (T) : 16; \
         const int64_t r0_ = (G) * 16, nr_ = m->rows - r0_ < 16 ? m->rows - r0_ : 16; \
         float *yo_ = y + (T) * ldy + r0_; \
-        if (nt_ == 16 && nr_ == 16) _tile_stored(c, yo_, ldy * 4); \
-        else { \
+        if (add) { \
             _tile_stored(c, part, 64); \
-            for (int64_t i_ = 0; i_ < nt_; i_++) memcpy(yo_ + i_ * ldy, part + 16 * i_, 4 * nr_); \
+            const __mmask16 k_ = (__mmask16)((1u << nr_) - 1); \
+            const __m512 b_ = bias ? _mm512_maskz_loadu_ps(k_, bias + r0_) : _mm512_setzero_ps(); \
+            for (int64_t i_ = 0; i_ < nt_; i_++) { \
+                __m512 v_ = _mm512_load_ps(part + 16 * i_); \
+                if (bias) v_ = _mm512_add_ps(v_, b_); \
+                _mm512_mask_storeu_ps(yo_ + i_ * ldy, k_, _mm512_add_ps(_mm512_maskz_loadu_ps(k_, yo_ + i_ * ldy), v_)); \
+            } \
+        } else { \
+            if (nt_ == 16 && nr_ == 16) _tile_stored(c, yo_, ldy * 4); \
+            else { \
+                _tile_stored(c, part, 64); \
+                for (int64_t i_ = 0; i_ < nt_; i_++) memcpy(yo_ + i_ * ldy, part + 16 * i_, 4 * nr_); \
+            } \
+            if (bias) for (int64_t i_ = 0; i_ < nt_; i_++) \
+                for (int64_t r_ = 0; r_ < nr_; r_++) yo_[i_ * ldy + r_] += bias[r0_ + r_]; \
         } \
-        if (bias) for (int64_t i_ = 0; i_ < nt_; i_++) \
-            for (int64_t r_ = 0; r_ < nr_; r_++) yo_[i_ * ldy + r_] += bias[r0_ + r_]; \
     } while (0)
 
 static __thread uint16_t *wide_stage;
@@ -884,7 +896,8 @@ static __thread int64_t wide_stage_cap;
 
 #define DEFWIDE(NAME, NIB, MIN, HALF, SPLIT, HB) \
     TWIDE __attribute__((noinline)) static void NAME(const pagoda_qmat *m, const uint16_t *xb, int64_t tokens, \
-                                                     float *y, int64_t ldy, int64_t g0, int64_t g1, const float *bias) { \
+                                                     float *y, int64_t ldy, int64_t g0, int64_t g1, const float *bias, \
+                                                     int add) { \
         if (amx_configured != 2) amx_configure_wide(); \
         const int64_t nb = m->blocks, cols = m->cols, gbytes = nb * 1024; \
         /* Groups staged at once: about 256 KiB of bf16 tiles (at least one group). */ \
@@ -1344,7 +1357,7 @@ void pagoda_to_bf16(const float *x, int64_t n, uint16_t *out) {
 /// The wide product without tiles: the same bf16 weights and activations, each output summed in fp32 in column
 /// order (the tiles' pairwise sums round differently: equal within fp32 accumulation error, not bitwise).
 static void qgemm_wide_scalar(const pagoda_qmat *m, const uint16_t *xb, int64_t tokens, float *y, int64_t ldy,
-                              int64_t g0, int64_t g1, const float *bias) {
+                              int64_t g0, int64_t g1, const float *bias, int add) {
     for (int64_t g = g0; g < g1; g++) {
         const uint8_t *gbase = m->data + g * m->blocks * m->block_bytes;
         for (int i = 0; i < PAGODA_Q_ROWS; i++) {
@@ -1361,19 +1374,20 @@ static void qgemm_wide_scalar(const pagoda_qmat *m, const uint16_t *xb, int64_t 
                                                : (float)(u - m->offset) * d;
                     acc = fmaf(bf16_to_float(float_to_bf16(w)), bf16_to_float(xb[t * m->cols + c]), acc);
                 }
-                y[t * ldy + r] = bias ? acc + bias[r] : acc;
+                const float v = bias ? acc + bias[r] : acc;
+                y[t * ldy + r] = add ? y[t * ldy + r] + v : v;
             }
         }
     }
 }
 
 void pagoda_qgemm_wide(const pagoda_qmat *m, const uint16_t *xb, int64_t tokens, float *y, int64_t ldy, int64_t g0,
-                       int64_t g1, const float *bias) {
+                       int64_t g1, const float *bias, int add) {
     if (tokens <= 0 || g0 >= g1) return;
 #ifdef PQ_X86
     if (pagoda_qgemm_wide_available()) {
         typedef void (*wkernel)(const pagoda_qmat *, const uint16_t *, int64_t, float *, int64_t, int64_t, int64_t,
-                                const float *);
+                                const float *, int);
         wkernel k = 0;
         // The kernel of the matrix's layout (every one QuantizedMatrix makes has one).
 #define MATCHWIDE(S, NIB, MIN, HALF, SPLIT, HB) \
@@ -1381,10 +1395,10 @@ void pagoda_qgemm_wide(const pagoda_qmat *m, const uint16_t *xb, int64_t tokens,
             m->high_bits == HB) k = qgemmwide##S;
         PQ_LAYOUTS(MATCHWIDE)
 #undef MATCHWIDE
-        if (k) { k(m, xb, tokens, y, ldy, g0, g1, bias); return; }
+        if (k) { k(m, xb, tokens, y, ldy, g0, g1, bias, add); return; }
     }
 #endif
-    qgemm_wide_scalar(m, xb, tokens, y, ldy, g0, g1, bias);
+    qgemm_wide_scalar(m, xb, tokens, y, ldy, g0, g1, bias, add);
 }
 
 /// silu(g)·u of one value, the scalar twin of silu_mul512 (Swift's `expScalar`).
@@ -1424,8 +1438,8 @@ void pagoda_qgemm_wide_glu(const pagoda_qmat *gate, const pagoda_qmat *up, const
     // Portable: both products a group at a time, then the same silu·up per value.
     float *gy = malloc(sizeof(float) * (size_t)(tokens * PAGODA_Q_ROWS * 2)), *uy = gy + tokens * PAGODA_Q_ROWS;
     for (int64_t g = g0; g < g1; g++) {
-        qgemm_wide_scalar(gate, xb, tokens, gy - g * PAGODA_Q_ROWS, PAGODA_Q_ROWS, g, g + 1, 0);
-        qgemm_wide_scalar(up, xb, tokens, uy - g * PAGODA_Q_ROWS, PAGODA_Q_ROWS, g, g + 1, 0);
+        qgemm_wide_scalar(gate, xb, tokens, gy - g * PAGODA_Q_ROWS, PAGODA_Q_ROWS, g, g + 1, 0, 0);
+        qgemm_wide_scalar(up, xb, tokens, uy - g * PAGODA_Q_ROWS, PAGODA_Q_ROWS, g, g + 1, 0, 0);
         for (int64_t t = 0; t < tokens; t++)
             for (int64_t i = 0; i < PAGODA_Q_ROWS && g * PAGODA_Q_ROWS + i < gate->rows; i++)
                 out[t * ldo + g * PAGODA_Q_ROWS + i] = silu_mul1(gy[t * PAGODA_Q_ROWS + i], uy[t * PAGODA_Q_ROWS + i]);

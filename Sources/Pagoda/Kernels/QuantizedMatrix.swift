@@ -275,7 +275,7 @@ public final class QuantizedMatrix: @unchecked Sendable {
             let w = a.wideRows
             if w > 0 {
                 pagoda_qgemm_wide(d, a.wide, Int64(w), y, Int64(rows), Int64(groups.lowerBound),
-                                  Int64(groups.upperBound), bias)
+                                  Int64(groups.upperBound), bias, 0)
             }
             if w < a.tokens { gemmInt8(d, a, y, bias, groups: groups) }
         }
@@ -289,6 +289,30 @@ public final class QuantizedMatrix: @unchecked Sendable {
         pagoda_qgemm(d, a.q, a.dx, a.sx, a.dxs, a.sxh, a.outlierColumns, a.outlierValues, a.outlierSlots,
                      a.distinctColumns, a.distinctCounts, Int64(a.tokens - w), y + w * rows, Int64(rows),
                      Int64(groups.lowerBound), Int64(groups.upperBound), bias)
+    }
+
+    /// residual[tokens × rows] += a · Wᵀ (+ bias), bitwise a product into `scratch` then `addInPlace`: the wide rows
+    /// add their tiles to the residual directly, the int8 rows go through `scratch`, each thread adding the rows it
+    /// computed.
+    public func multiplyAdd(activations a: QuantizedActivations, to residual: UnsafeMutablePointer<Float>,
+                            scratch: UnsafeMutablePointer<Float>, bias: UnsafePointer<Float>?, pool: ThreadPool) {
+        precondition(a.cols == cols, "activation width \(a.cols) != matrix columns \(cols)")
+        if a.tokens == 0 { return }
+        a.numberOutlierSlots()
+        let w = a.wideRows, n = a.tokens, groups = groupCount, rows = rows
+        let chunks = Self.chunkCount(groups: groups, tokens: n, pool: pool)
+        withUnsafePointer(to: desc) { d in
+            pool.forEachChunk(chunks) { c in
+                let lo = groups * c / chunks, hi = groups * (c + 1) / chunks
+                if lo == hi { return }
+                if w > 0 { pagoda_qgemm_wide(d, a.wide, Int64(w), residual, Int64(rows), Int64(lo), Int64(hi), bias, 1) }
+                if w < n {
+                    gemmInt8(d, a, scratch, bias, groups: lo..<hi)
+                    let r0 = lo * Self.groupRows, count = min(hi * Self.groupRows, rows) - r0
+                    for t in w..<n { addInPlace(residual + t * rows + r0, scratch + t * rows + r0, count: count) }
+                }
+            }
+        }
     }
 
     /// SwiGLU: out[t × rows] = silu(a · gateᵀ) · (a · upᵀ), bitwise what `multiplyMany` of the two followed by

@@ -50,16 +50,13 @@ public struct Linear: Sendable {
 
 extension Linear {
     /// residual += x·Wᵀ (+ b), through `scratch`. When the layer is quantized the add is fused into the
-    /// multiply: each thread adds the output rows it computed.
+    /// multiply (`QuantizedMatrix.multiplyAdd`).
     func addProjection(_ x: UnsafePointer<Float>, tokens: Int, to residual: UnsafeMutablePointer<Float>,
                        scratch: UnsafeMutablePointer<Float>, qx: QuantizedActivations, pool: ThreadPool) {
         let h = outFeatures
         if let m = quantized {
-            QuantizedMatrix.multiplyMany([.init(m, y: scratch, bias: biasPointer)], activations: qx, pool: pool) { rows in
-                for t in 0..<tokens {
-                    addInPlace(residual + t * h + rows.lowerBound, scratch + t * h + rows.lowerBound, count: rows.count)
-                }
-            }
+            precondition(qx.tokens == tokens && qx.cols == inFeatures, "Linear: stale quantized input")
+            m.multiplyAdd(activations: qx, to: residual, scratch: scratch, bias: biasPointer, pool: pool)
         } else {
             self(x, tokens: tokens, into: scratch, qx: qx, pool: pool)
             addInPlace(residual, scratch, count: tokens * h)

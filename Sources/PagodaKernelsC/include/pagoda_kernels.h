@@ -98,8 +98,9 @@ void pagoda_to_bf16(const float *x, int64_t n, uint16_t *out);
 /// activations xb[t*cols + c] (rows up to tokens rounded up to 16 must be readable). Each weight is dequantized as
 /// (u − offset)·d (+ m) in fp32 and rounded to bf16; the products are summed in fp32 over the blocks in order (AMX
 /// tiles where available, else a scalar loop). A token's outputs do not depend on the other tokens of the call.
+/// With `add` nonzero, y[t*ldy + r] += the output instead (y + (sum + bias), as a product then an add would round).
 void pagoda_qgemm_wide(const pagoda_qmat *m, const uint16_t *xb, int64_t tokens, float *y, int64_t ldy, int64_t g0,
-                       int64_t g1, const float *bias);
+                       int64_t g1, const float *bias, int add);
 
 /// SwiGLU with the wide product: out[t*ldo + r] = silu(g)·u for rows of groups [g0, g1), where g and u are what
 /// pagoda_qgemm_wide gives for `gate` and `up` (same rows and columns, no bias) and silu(g)·u = g / (1 + e^−g) · u with

@@ -184,6 +184,31 @@ final class QuantizedMatrixTests: XCTestCase {
         }
     }
 
+    /// The residual add fused into the product equals the product into scratch then `addInPlace`, bit for bit:
+    /// wide rows, int8 rows after them, with and without a bias, a partial last group.
+    func testMultiplyAddEqualsProductThenAdd() throws {
+        var seed: UInt64 = 1300
+        for t in [DType.q4_1, .q8_0, .q6_K] {
+            for (rows, cols, tokens, wideRows, withBias) in [(40, 256, 37, 20, true), (16, 512, 33, 33, false),
+                                                             (7, 256, 5, 0, true), (64, 1536, 70, 64, false)] {
+                seed += 1
+                let m = try QuantizedMatrix(randomTensor(t, rows: rows, cols: cols, seed: seed))
+                let x = randomActivations(tokens * cols, seed: seed &+ 5)
+                let bias: [Float]? = withBias ? randomActivations(rows, seed: seed &+ 6) : nil
+                let residual = randomActivations(tokens * rows, seed: seed &+ 7)
+                let a = QuantizedActivations()
+                let wide = QuantizedMatrix.wideAvailable ? wideRows : 0
+                x.withUnsafeBufferPointer { a.quantize($0.baseAddress!, tokens: tokens, cols: cols, wideRows: wide, pool: pool) }
+                var y = [Float](repeating: 0, count: tokens * rows), expected = residual
+                m.multiply(activations: a, y: &y, bias: bias, pool: pool)
+                addInPlace(&expected, y, count: tokens * rows)
+                var got = residual, scratch = [Float](repeating: .nan, count: tokens * rows)
+                m.multiplyAdd(activations: a, to: &got, scratch: &scratch, bias: bias, pool: pool)
+                XCTAssertEqual(got.map(\.bitPattern), expected.map(\.bitPattern), "\(t) \(rows)x\(cols) t=\(tokens) wide \(wide)")
+            }
+        }
+    }
+
     /// SwiGLU equals the two products followed by `siluMul`, bit for bit: prompt rows through the fused wide kernel,
     /// int8 rows after them, gate and up of different types, a partial last group; and the fused C kernel alone
     /// (its tiles, or its portable loop where the wide product is unavailable) against the two wide products.
@@ -217,8 +242,8 @@ final class QuantizedMatrixTests: XCTestCase {
                 let groups = Int64(gate.groupCount)
                 withUnsafePointer(to: gate.desc) { gd in
                     withUnsafePointer(to: up.desc) { ud in
-                        pagoda_qgemm_wide(gd, xb, Int64(tokens), &gw, Int64(rows), 0, groups, nil)
-                        pagoda_qgemm_wide(ud, xb, Int64(tokens), &uw, Int64(rows), 0, groups, nil)
+                        pagoda_qgemm_wide(gd, xb, Int64(tokens), &gw, Int64(rows), 0, groups, nil, 0)
+                        pagoda_qgemm_wide(ud, xb, Int64(tokens), &uw, Int64(rows), 0, groups, nil, 0)
                         // Two calls over parts of the groups, as threads take them.
                         pagoda_qgemm_wide_glu(gd, ud, xb, Int64(tokens), &fused, Int64(rows), 0, groups / 2)
                         pagoda_qgemm_wide_glu(gd, ud, xb, Int64(tokens), &fused, Int64(rows), groups / 2, groups)
