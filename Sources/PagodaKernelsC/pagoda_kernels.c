@@ -860,6 +860,26 @@ TWIDE INL void stage_wide(const pagoda_qmat *m, const uint8_t *gbase, const int 
     }
 }
 
+/// One pass of the wide tiles over all nb blocks: token tile x0 (and x1 when TT is 2) times the staged groups w0 (and
+/// w1 when GG is 2), into tiles 0 (x0·w0), 1 (x0·w1), 2 (x1·w0) and 3 (x1·w1), zeroed first. Every tile sums its
+/// blocks in order, whatever the shape.
+TWIDE static inline __attribute__((always_inline)) void wide_pass(const uint16_t *x0, const uint16_t *x1,
+                                                                  const uint16_t *w0, const uint16_t *w1, int64_t nb,
+                                                                  int64_t cols, const int TT, const int GG) {
+    _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
+    for (int64_t b = 0; b < nb; b++) {
+        _tile_loadd(4, x0 + 32 * b, cols * 2);
+        _tile_loadd(6, w0 + 512 * b, 64);
+        _tile_dpbf16ps(0, 4, 6);
+        if (GG == 2) { _tile_loadd(7, w1 + 512 * b, 64); _tile_dpbf16ps(1, 4, 7); }
+        if (TT == 2) {
+            _tile_loadd(5, x1 + 32 * b, cols * 2);
+            _tile_dpbf16ps(2, 5, 6);
+            if (GG == 2) _tile_dpbf16ps(3, 5, 7);
+        }
+    }
+}
+
 /// Writes tile `c` (tokens t.., rows of group g) to y: straight when whole, else through a buffer, the missing
 /// tokens and rows dropped; then adds the bias. With `add`, y += the tile (plus bias) instead, through the buffer:
 /// y + (sum + bias), the same two roundings as a product into scratch then added.
@@ -922,39 +942,15 @@ static __thread int64_t wide_stage_cap;
                     int64_t t = tb; \
                     for (; t + 16 < te; t += 32) { \
                         const uint16_t *x0 = xb + t * cols, *x1 = x0 + 16 * cols; \
-                        _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3); \
-                        if (two) { \
-                            for (int64_t b = 0; b < nb; b++) { \
-                                _tile_loadd(4, x0 + 32 * b, cols * 2); \
-                                _tile_loadd(6, w0 + 512 * b, 64); \
-                                _tile_dpbf16ps(0, 4, 6); \
-                                _tile_loadd(7, w1 + 512 * b, 64); \
-                                _tile_dpbf16ps(1, 4, 7); \
-                                _tile_loadd(5, x1 + 32 * b, cols * 2); \
-                                _tile_dpbf16ps(2, 5, 6); \
-                                _tile_dpbf16ps(3, 5, 7); \
-                            } \
-                        } else { \
-                            for (int64_t b = 0; b < nb; b++) { \
-                                _tile_loadd(6, w0 + 512 * b, 64); \
-                                _tile_loadd(4, x0 + 32 * b, cols * 2); \
-                                _tile_dpbf16ps(0, 4, 6); \
-                                _tile_loadd(5, x1 + 32 * b, cols * 2); \
-                                _tile_dpbf16ps(2, 5, 6); \
-                            } \
-                        } \
+                        if (two) wide_pass(x0, x1, w0, w1, nb, cols, 2, 2); \
+                        else wide_pass(x0, x1, w0, w1, nb, cols, 2, 1); \
                         WIDE_STORE(0, t, g); WIDE_STORE(2, t + 16, g); \
                         if (two) { WIDE_STORE(1, t, g + 1); WIDE_STORE(3, t + 16, g + 1); } \
                     } \
                     if (t < te) { \
                         const uint16_t *x0 = xb + t * cols; \
-                        _tile_zero(0); _tile_zero(1); \
-                        for (int64_t b = 0; b < nb; b++) { \
-                            _tile_loadd(4, x0 + 32 * b, cols * 2); \
-                            _tile_loadd(6, w0 + 512 * b, 64); \
-                            _tile_dpbf16ps(0, 4, 6); \
-                            if (two) { _tile_loadd(7, w1 + 512 * b, 64); _tile_dpbf16ps(1, 4, 7); } \
-                        } \
+                        if (two) wide_pass(x0, x0, w0, w1, nb, cols, 1, 2); \
+                        else wide_pass(x0, x0, w0, w1, nb, cols, 1, 1); \
                         WIDE_STORE(0, t, g); \
                         if (two) WIDE_STORE(1, t, g + 1); \
                     } \
@@ -1036,28 +1032,12 @@ TWIDE __attribute__((noinline)) static void qgemm_wide_glu_amx(const pagoda_qmat
                 for (int64_t t = tb; t < te; t += 32) {
                     const uint16_t *x0 = xb + t * cols, *x1 = x0 + 16 * cols;
                     const int two = t + 16 < te;
-                    _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
                     if (two) {
-                        for (int64_t b = 0; b < nb; b++) {
-                            _tile_loadd(4, x0 + 32 * b, cols * 2);
-                            _tile_loadd(6, w0 + 512 * b, 64);
-                            _tile_dpbf16ps(0, 4, 6);
-                            _tile_loadd(7, w1 + 512 * b, 64);
-                            _tile_dpbf16ps(1, 4, 7);
-                            _tile_loadd(5, x1 + 32 * b, cols * 2);
-                            _tile_dpbf16ps(2, 5, 6);
-                            _tile_dpbf16ps(3, 5, 7);
-                        }
+                        wide_pass(x0, x1, w0, w1, nb, cols, 2, 2);
                         _tile_stored(2, part[2], 64);
                         _tile_stored(3, part[3], 64);
                     } else {
-                        for (int64_t b = 0; b < nb; b++) {
-                            _tile_loadd(4, x0 + 32 * b, cols * 2);
-                            _tile_loadd(6, w0 + 512 * b, 64);
-                            _tile_dpbf16ps(0, 4, 6);
-                            _tile_loadd(7, w1 + 512 * b, 64);
-                            _tile_dpbf16ps(1, 4, 7);
-                        }
+                        wide_pass(x0, x0, w0, w1, nb, cols, 1, 2);
                     }
                     _tile_stored(0, part[0], 64);
                     _tile_stored(1, part[1], 64);
