@@ -667,6 +667,10 @@ static inline int64_t qcolumn_blocks(const pagoda_qmat *m, int64_t tokens) {
             } \
         } \
     }
+/// Whether matrix m has the repacked layout (NIB, MIN, HALF, SPLIT, HB) of a PQ_LAYOUTS entry.
+#define PQ_LAYOUT_IS(m, NIB, MIN, HALF, SPLIT, HB) \
+    (!!(m)->nibble == (NIB) && !!(m)->has_min == (MIN) && !!(m)->half_scales == (HALF) && !!(m)->split == (SPLIT) && \
+     (m)->high_bits == (HB))
 /// Every repacked layout, as (name suffix, NIB, MIN, HALF, SPLIT, HB): each kernel family is instantiated from it.
 #define PQ_LAYOUTS(X) \
     X(_b, 0, 0, 1, 0, 0)        /* Q8_0 */ \
@@ -910,6 +914,20 @@ TWIDE static inline __attribute__((always_inline)) void wide_pass(const uint16_t
 static __thread uint16_t *wide_stage;
 static __thread int64_t wide_stage_cap;
 
+/// Groups of [g0, g1) staged at once, `gbytes` bf16 tile bytes each: about 256 KiB (at least one group). Grows this
+/// thread's staging buffer to hold them.
+static int64_t wide_stage_groups(int64_t gbytes, int64_t g0, int64_t g1) {
+    int64_t gp = 262144 / gbytes;
+    if (gp < 1) gp = 1;
+    if (gp > g1 - g0) gp = g1 - g0;
+    if (wide_stage_cap < gp * gbytes) {
+        free(wide_stage);
+        wide_stage = aligned_alloc(64, (size_t)(gp * gbytes));
+        wide_stage_cap = gp * gbytes;
+    }
+    return gp;
+}
+
 /// Tokens per pass over a range of staged groups: their bf16 activations (at most 256 × 4096 columns × 2 bytes)
 /// stay in L2 while the groups' tiles pass over them.
 #define WIDE_TOKENS 256
@@ -919,16 +937,7 @@ static __thread int64_t wide_stage_cap;
                                                      float *y, int64_t ldy, int64_t g0, int64_t g1, const float *bias, \
                                                      int add) { \
         if (amx_configured != 2) amx_configure_wide(); \
-        const int64_t nb = m->blocks, cols = m->cols, gbytes = nb * 1024; \
-        /* Groups staged at once: about 256 KiB of bf16 tiles (at least one group). */ \
-        int64_t gp = 262144 / gbytes; \
-        if (gp < 1) gp = 1; \
-        if (gp > g1 - g0) gp = g1 - g0; \
-        if (wide_stage_cap < gp * gbytes) { \
-            free(wide_stage); \
-            wide_stage = aligned_alloc(64, (size_t)(gp * gbytes)); \
-            wide_stage_cap = gp * gbytes; \
-        } \
+        const int64_t nb = m->blocks, cols = m->cols, gp = wide_stage_groups(nb * 1024, g0, g1); \
         _Alignas(64) float part[256]; \
         for (int64_t gs = g0; gs < g1; gs += gp) { \
             const int64_t ge = gs + gp < g1 ? gs + gp : g1; \
@@ -970,8 +979,7 @@ PQ_LAYOUTS(INSTSTAGE)
 TWIDE static void stage_wide_any(const pagoda_qmat *m, int64_t g, uint16_t *dst) {
     const uint8_t *gbase = m->data + g * m->blocks * m->block_bytes;
 #define MATCHSTAGE(S, NIB, MIN, HALF, SPLIT, HB) \
-    if (!!m->nibble == NIB && !!m->has_min == MIN && !!m->half_scales == HALF && !!m->split == SPLIT && \
-        m->high_bits == HB) { stagewide##S(m, gbase, dst); return; }
+    if (PQ_LAYOUT_IS(m, NIB, MIN, HALF, SPLIT, HB)) { stagewide##S(m, gbase, dst); return; }
     PQ_LAYOUTS(MATCHSTAGE)
 #undef MATCHSTAGE
 }
@@ -1007,15 +1015,7 @@ TWIDE __attribute__((noinline)) static void qgemm_wide_glu_amx(const pagoda_qmat
                                                               const uint16_t *xb, int64_t tokens, float *out,
                                                               int64_t ldo, int64_t g0, int64_t g1) {
     if (amx_configured != 2) amx_configure_wide();
-    const int64_t nb = mg->blocks, cols = mg->cols, pbytes = nb * 2048;
-    int64_t gp = 262144 / pbytes;
-    if (gp < 1) gp = 1;
-    if (gp > g1 - g0) gp = g1 - g0;
-    if (wide_stage_cap < gp * pbytes) {
-        free(wide_stage);
-        wide_stage = aligned_alloc(64, (size_t)(gp * pbytes));
-        wide_stage_cap = gp * pbytes;
-    }
+    const int64_t nb = mg->blocks, cols = mg->cols, gp = wide_stage_groups(nb * 2048, g0, g1);
     _Alignas(64) float part[4][256];
     for (int64_t gs = g0; gs < g1; gs += gp) {
         const int64_t ge = gs + gp < g1 ? gs + gp : g1;
@@ -1371,8 +1371,7 @@ void pagoda_qgemm_wide(const pagoda_qmat *m, const uint16_t *xb, int64_t tokens,
         wkernel k = 0;
         // The kernel of the matrix's layout (every one QuantizedMatrix makes has one).
 #define MATCHWIDE(S, NIB, MIN, HALF, SPLIT, HB) \
-        if (!k && !!m->nibble == NIB && !!m->has_min == MIN && !!m->half_scales == HALF && !!m->split == SPLIT && \
-            m->high_bits == HB) k = qgemmwide##S;
+        if (!k && PQ_LAYOUT_IS(m, NIB, MIN, HALF, SPLIT, HB)) k = qgemmwide##S;
         PQ_LAYOUTS(MATCHWIDE)
 #undef MATCHWIDE
         if (k) { k(m, xb, tokens, y, ldy, g0, g1, bias, add); return; }
@@ -1415,15 +1414,14 @@ void pagoda_qgemm_wide_glu(const pagoda_qmat *gate, const pagoda_qmat *up, const
 #ifdef PQ_X86
     if (pagoda_qgemm_wide_available()) { qgemm_wide_glu_amx(gate, up, xb, tokens, out, ldo, g0, g1); return; }
 #endif
-    // Portable: both products a group at a time, then the same silu·up per value.
-    float *gy = malloc(sizeof(float) * (size_t)(tokens * PAGODA_Q_ROWS * 2)), *uy = gy + tokens * PAGODA_Q_ROWS;
-    for (int64_t g = g0; g < g1; g++) {
-        qgemm_wide_scalar(gate, xb, tokens, gy - g * PAGODA_Q_ROWS, PAGODA_Q_ROWS, g, g + 1, 0, 0);
-        qgemm_wide_scalar(up, xb, tokens, uy - g * PAGODA_Q_ROWS, PAGODA_Q_ROWS, g, g + 1, 0, 0);
-        for (int64_t t = 0; t < tokens; t++)
-            for (int64_t i = 0; i < PAGODA_Q_ROWS && g * PAGODA_Q_ROWS + i < gate->rows; i++)
-                out[t * ldo + g * PAGODA_Q_ROWS + i] = silu_mul1(gy[t * PAGODA_Q_ROWS + i], uy[t * PAGODA_Q_ROWS + i]);
-    }
+    // Portable: both products (rows up to the range's end, the row index as the kernels take it), then the same
+    // silu·up per value.
+    const int64_t r1 = g1 * PAGODA_Q_ROWS < gate->rows ? g1 * PAGODA_Q_ROWS : gate->rows;
+    float *gy = malloc(sizeof(float) * (size_t)(tokens * r1 * 2)), *uy = gy + tokens * r1;
+    qgemm_wide_scalar(gate, xb, tokens, gy, r1, g0, g1, 0, 0);
+    qgemm_wide_scalar(up, xb, tokens, uy, r1, g0, g1, 0, 0);
+    for (int64_t t = 0; t < tokens; t++)
+        for (int64_t r = g0 * PAGODA_Q_ROWS; r < r1; r++) out[t * ldo + r] = silu_mul1(gy[t * r1 + r], uy[t * r1 + r]);
     free(gy);
 }
 

@@ -256,6 +256,21 @@ public final class QuantizedMatrix: @unchecked Sendable {
     /// Number of 16-row groups (the unit of work split across threads).
     public var groupCount: Int { Int(desc.groups) }
 
+    /// The rows of a range of groups.
+    private func rows(of groups: Range<Int>) -> Range<Int> {
+        groups.lowerBound * Self.groupRows..<min(groups.upperBound * Self.groupRows, rows)
+    }
+
+    /// Splits `groups` row groups into the chunks for `tokens` tokens (`chunkCount`) and runs `body` on each
+    /// non-empty group range, in parallel.
+    private static func forEachGroupRange(_ groups: Int, tokens: Int, pool: ThreadPool, _ body: (Range<Int>) -> Void) {
+        let chunks = chunkCount(groups: groups, tokens: tokens, pool: pool)
+        pool.forEachChunk(chunks) { c in
+            let lo = groups * c / chunks, hi = groups * (c + 1) / chunks
+            if lo < hi { body(lo..<hi) }
+        }
+    }
+
     /// One matrix of a `multiplyMany` call: y = a · Wᵀ (+ bias).
     public struct Job {
         public let matrix: QuantizedMatrix
@@ -299,17 +314,19 @@ public final class QuantizedMatrix: @unchecked Sendable {
         precondition(a.cols == cols, "activation width \(a.cols) != matrix columns \(cols)")
         if a.tokens == 0 { return }
         a.numberOutlierSlots()
-        let w = a.wideRows, n = a.tokens, groups = groupCount, rows = rows
-        let chunks = Self.chunkCount(groups: groups, tokens: n, pool: pool)
+        let w = a.wideRows, n = a.tokens, rows = rows
         withUnsafePointer(to: desc) { d in
-            pool.forEachChunk(chunks) { c in
-                let lo = groups * c / chunks, hi = groups * (c + 1) / chunks
-                if lo == hi { return }
-                if w > 0 { pagoda_qgemm_wide(d, a.wide, Int64(w), residual, Int64(rows), Int64(lo), Int64(hi), bias, 1) }
+            Self.forEachGroupRange(groupCount, tokens: n, pool: pool) { gr in
+                if w > 0 {
+                    pagoda_qgemm_wide(d, a.wide, Int64(w), residual, Int64(rows), Int64(gr.lowerBound),
+                                      Int64(gr.upperBound), bias, 1)
+                }
                 if w < n {
-                    gemmInt8(d, a, scratch, bias, groups: lo..<hi)
-                    let r0 = lo * Self.groupRows, count = min(hi * Self.groupRows, rows) - r0
-                    for t in w..<n { addInPlace(residual + t * rows + r0, scratch + t * rows + r0, count: count) }
+                    gemmInt8(d, a, scratch, bias, groups: gr)
+                    let r = self.rows(of: gr)
+                    for t in w..<n {
+                        addInPlace(residual + t * rows + r.lowerBound, scratch + t * rows + r.lowerBound, count: r.count)
+                    }
                 }
             }
         }
@@ -326,21 +343,21 @@ public final class QuantizedMatrix: @unchecked Sendable {
         precondition(a.cols == gate.cols, "activation width \(a.cols) != matrix columns \(gate.cols)")
         if a.tokens == 0 { return }
         a.numberOutlierSlots()
-        let rows = gate.rows, w = a.wideRows, n = a.tokens, groups = gate.groupCount
-        let chunks = chunkCount(groups: groups, tokens: n, pool: pool)
+        let rows = gate.rows, w = a.wideRows, n = a.tokens
         withUnsafePointer(to: gate.desc) { gd in
             withUnsafePointer(to: up.desc) { ud in
-                pool.forEachChunk(chunks) { c in
-                    let lo = groups * c / chunks, hi = groups * (c + 1) / chunks
-                    if lo == hi { return }
-                    if w > 0 { pagoda_qgemm_wide_glu(gd, ud, a.wide, Int64(w), out, Int64(rows), Int64(lo), Int64(hi)) }
+                forEachGroupRange(gate.groupCount, tokens: n, pool: pool) { gr in
+                    if w > 0 {
+                        pagoda_qgemm_wide_glu(gd, ud, a.wide, Int64(w), out, Int64(rows), Int64(gr.lowerBound),
+                                              Int64(gr.upperBound))
+                    }
                     if w < n {
-                        gate.gemmInt8(gd, a, out, nil, groups: lo..<hi)
-                        up.gemmInt8(ud, a, scratch, nil, groups: lo..<hi)
-                        let r0 = lo * groupRows, count = min(hi * groupRows, rows) - r0
+                        gate.gemmInt8(gd, a, out, nil, groups: gr)
+                        up.gemmInt8(ud, a, scratch, nil, groups: gr)
+                        let r = gate.rows(of: gr)
                         for t in w..<n {
-                            let o = t * rows + r0
-                            siluMul(out + o, scratch + o, out + o, count: count)
+                            let o = t * rows + r.lowerBound
+                            siluMul(out + o, scratch + o, out + o, count: r.count)
                         }
                     }
                 }
@@ -363,13 +380,9 @@ public final class QuantizedMatrix: @unchecked Sendable {
             if let epilogue {
                 let rows = jobs[0].matrix.rows
                 precondition(jobs.allSatisfy { $0.matrix.rows == rows }, "multiplyMany: epilogue needs equal row counts")
-                let groups = jobs[0].matrix.groupCount
-                let chunks = chunkCount(groups: groups, tokens: a.tokens, pool: pool)
-                pool.forEachChunk(chunks) { c in
-                    let lo = groups * c / chunks, hi = groups * (c + 1) / chunks
-                    if lo == hi { return }
-                    for j in jobs { j.matrix.gemm(a, j.y, j.bias, groups: lo..<hi) }
-                    epilogue(lo * groupRows..<min(hi * groupRows, rows))
+                forEachGroupRange(jobs[0].matrix.groupCount, tokens: a.tokens, pool: pool) { gr in
+                    for j in jobs { j.matrix.gemm(a, j.y, j.bias, groups: gr) }
+                    epilogue(jobs[0].matrix.rows(of: gr))
                 }
             } else {
                 let total = jobs.reduce(0) { $0 + $1.matrix.groupCount }

@@ -407,7 +407,7 @@ public final class LlamaModel: Sendable {
             normalize(with: layer.ffnNorm, for: layer.gate, layer.up)
             mark(.norm)
             if let mg = layer.gate.quantized, let mu = layer.up.quantized, layer.gate.biasPointer == nil,
-               layer.up.biasPointer == nil, mg.rows == mu.rows {
+               layer.up.biasPointer == nil {
                 // SwiGLU in one region: prompt rows fused in the wide kernel, the others combined per thread.
                 QuantizedMatrix.multiplyGLU(gate: mg, up: mu, activations: qx, out: g, scratch: u, pool: pool)
             } else if let mg = layer.gate.quantized, let mu = layer.up.quantized {
