@@ -2,15 +2,16 @@
 #include <string.h>
 
 // Attention over the u8 KV cache (see pagoda_kernels.h for the layout). Key codes are multiplied by int16 queries
-// and value codes by int16 weights in exact integer sums (AVX-512 VNNI vpdpwssd where present, plain C otherwise:
-// the same integers either way); everything in floating point is written with clang's portable vector types, the
-// same IEEE operations on every instruction set, so results never depend on the machine.
+// and value codes by int16 weights in exact integer sums (AVX-512 VNNI vpdpwssd or AVX2 vpmaddwd where present,
+// plain C otherwise: the same integers either way); everything in floating point is written with clang's portable
+// vector types, the same IEEE operations on every instruction set, so results never depend on the machine.
 #pragma clang fp contract(off)
 
 #if defined(__x86_64__)
 #include <immintrin.h>
 #define PA_X86 1
 #define T512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
+#define T256 __attribute__((target("avx2,fma,f16c")))
 #endif
 
 typedef float v16f __attribute__((ext_vector_type(16)));
@@ -24,31 +25,29 @@ typedef _Float16 v16h __attribute__((ext_vector_type(16)));
 
 int pagoda_q_isa(void);
 
-static inline v16f halves16(const uint8_t *p) {
-    v16h h;
-    memcpy(&h, p, 32);
-    return __builtin_convertvector(h, v16f);
-}
+// The helpers that take or give 16-lane vectors are macros: they also run inside the AVX-512 functions, and a call
+// passing such a vector between code built with and without AVX-512 would change the calling convention (clang
+// refuses it on a host without AVX-512).
 
-static inline void store16(float *p, v16f v) { memcpy(p, &v, 64); }
+/// 16 fp16 values at p as floats.
+#define halves16(p) ({ v16h h_; memcpy(&h_, (p), 32); __builtin_convertvector(h_, v16f); })
+
+/// Stores 16 floats at p.
+#define store16(p, v) do { const v16f v_ = (v); memcpy((p), &v_, 64); } while (0)
 
 /// The 16 lanes' sum by halves (a fixed order).
-static inline float sum16(v16f v) {
-    const v16f a = v;
-    float h8[8], h4[4], h2[2];
-    for (int i = 0; i < 8; i++) h8[i] = a[i] + a[i + 8];
-    for (int i = 0; i < 4; i++) h4[i] = h8[i] + h8[i + 4];
-    for (int i = 0; i < 2; i++) h2[i] = h4[i] + h4[i + 2];
-    return h2[0] + h2[1];
-}
+#define sum16(v) ({                                                     \
+    const v16f a_ = (v);                                                \
+    float h8_[8], h4_[4], h2_[2];                                       \
+    for (int i_ = 0; i_ < 8; i_++) h8_[i_] = a_[i_] + a_[i_ + 8];       \
+    for (int i_ = 0; i_ < 4; i_++) h4_[i_] = h8_[i_] + h8_[i_ + 4];     \
+    for (int i_ = 0; i_ < 2; i_++) h2_[i_] = h4_[i_] + h4_[i_ + 2];     \
+    h2_[0] + h2_[1];                                                    \
+})
 
 /// The bits of the largest of 16 non-negative (or sign-cleared) finite floats: their order is the bits' order as
 /// integers, a tree of integer maxima (a float reduction would be a chain of NaN-aware scalar steps).
-static inline uint32_t max_bits(v16f v) {
-    v16u u;
-    memcpy(&u, &v, 64);
-    return __builtin_reduce_max(u & 0x7fffffffu);
-}
+#define max_bits(v) ({ const v16f f_ = (v); v16u u_; memcpy(&u_, &f_, 64); __builtin_reduce_max(u_ & 0x7fffffffu); })
 
 // ---------------------------------------------------------------------------------------------------------
 // Queries.
@@ -74,10 +73,8 @@ void pagoda_attn_query_i16(const float *q, int64_t hd, int16_t *q16, float *qsca
 // Scores. Key codes of a block and head: [hd/2][bs][2] (dimensions 2p and 2p + 1 of a slot side by side).
 
 /// The group's score epilogue, shared by every path: s = fma((float)isum·qscale, scale, s), then fma(qsum, min, s).
-static inline v16f score_group(v16f s, v16i isum, float qs, float qsum, v16f sc, v16f mn) {
-    s = FMA(__builtin_convertvector(isum, v16f) * (v16f)qs, sc, s);
-    return FMA((v16f)qsum, mn, s);
-}
+#define score_group(s, isum, qs, qsum, sc, mn) \
+    FMA((v16f)(qsum), (mn), FMA(__builtin_convertvector((isum), v16f) * (v16f)(qs), (sc), (s)))
 
 #ifdef PA_X86
 /// R rows' integer sums over G groups from g0 for the 16 slots at k: one vpdpwssd per row, group and pair of
@@ -150,6 +147,63 @@ SCORES_BLOCK(6, 2)
 #undef SCORES_BLOCK
 #endif
 
+#ifdef PA_X86
+/// R rows of scores for the keys [0, n) of one block's run without VNNI: the same integer sums from vpmaddwd (a pair
+/// of dimensions of 8 slots per instruction, exact), the codes of each group loaded once for the R rows.
+T256 static inline __attribute__((always_inline)) void scores_rows_256(const int16_t *q16, const float *qscale,
+                                                                      const float *qsum, const int R,
+                                                                      const uint8_t *run, int64_t bs, int64_t n,
+                                                                      int64_t hd, float *scores, int64_t ld) {
+    const int64_t groups = hd / 16;
+    const uint8_t *scale = run + hd * bs, *minimum = scale + 2 * groups * bs;
+    for (int64_t j0 = 0; j0 < n; j0 += 16) {
+        v16f s[4];
+        for (int i = 0; i < R; i++) s[i] = 0;
+        for (int64_t g = 0; g < groups; g++) {
+            __m256i a[4][2];
+            for (int i = 0; i < R; i++) a[i][0] = a[i][1] = _mm256_setzero_si256();
+            for (int64_t p = 0; p < 8; p++) {
+                const int64_t pair = 8 * g + p;
+                const uint8_t *k = run + pair * 2 * bs + 2 * j0;
+                const __m256i c0 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)k));
+                const __m256i c1 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(k + 16)));
+                for (int i = 0; i < R; i++) {
+                    int32_t qp;
+                    memcpy(&qp, q16 + i * hd + 2 * pair, 4);
+                    const __m256i qv = _mm256_set1_epi32(qp);
+                    a[i][0] = _mm256_add_epi32(a[i][0], _mm256_madd_epi16(c0, qv));
+                    a[i][1] = _mm256_add_epi32(a[i][1], _mm256_madd_epi16(c1, qv));
+                }
+            }
+            const v16f sc = halves16(scale + 2 * (g * bs + j0)), mn = halves16(minimum + 2 * (g * bs + j0));
+            for (int i = 0; i < R; i++) {
+                v16i isum;
+                memcpy(&isum, &a[i][0], 32);
+                memcpy((char *)&isum + 32, &a[i][1], 32);
+                s[i] = score_group(s[i], isum, qscale[i * groups + g], qsum[i * groups + g], sc, mn);
+            }
+        }
+        for (int i = 0; i < R; i++) store16(scores + i * ld + j0, s[i]);
+    }
+}
+
+T256 __attribute__((noinline)) static void scores_block_256(const int16_t *q16, const float *qscale, const float *qsum,
+                                                            int64_t rows, const uint8_t *run, int64_t bs, int64_t n,
+                                                            int64_t hd, float *scores, int64_t ld) {
+    const int64_t groups = hd / 16;
+    for (int64_t r = 0; r < rows; r += 3) {
+        const int16_t *q = q16 + r * hd;
+        const float *qs = qscale + r * groups, *qm = qsum + r * groups;
+        float *o = scores + r * ld;
+        switch (rows - r < 3 ? rows - r : 3) {
+            case 1: scores_rows_256(q, qs, qm, 1, run, bs, n, hd, o, ld); break;
+            case 2: scores_rows_256(q, qs, qm, 2, run, bs, n, hd, o, ld); break;
+            default: scores_rows_256(q, qs, qm, 3, run, bs, n, hd, o, ld); break;
+        }
+    }
+}
+#endif
+
 /// The same scores from plain C integer sums.
 static void scores_block_c(const int16_t *q16, const float *qscale, const float *qsum, int64_t rows, const uint8_t *run,
                            int64_t bs, int64_t n, int64_t hd, float *scores, int64_t ld) {
@@ -177,7 +231,7 @@ void pagoda_attn_scores_u8(const int16_t *q16, const float *qscale, const float 
                            const uint8_t *values, int64_t value_stride, int64_t value_run, int64_t start, int64_t end,
                            int64_t bs, int64_t hd, float *scores, int64_t ld) {
     const int64_t groups = hd / 16;
-    const int vnni = pagoda_q_isa() >= 2;
+    const int isa = pagoda_q_isa();
     for (int64_t pos = start; pos < end; pos += bs) {
         // Spread the requests over the loop (a burst of them stalls the core): the key run two blocks ahead, and
         // this block's value run for the value pass after the scores.
@@ -186,7 +240,13 @@ void pagoda_attn_scores_u8(const int16_t *q16, const float *qscale, const float 
         const uint8_t *run = keys + (int64_t)table[pos / bs] * key_stride;
         const int64_t n = end - pos < bs ? end - pos : bs;
         float *out = scores + (pos - start);
-        if (!vnni) {
+        if (isa == 1) {
+#ifdef PA_X86
+            scores_block_256(q16, qscale, qsum, rows, run, bs, n, hd, out, ld);
+#endif
+            continue;
+        }
+        if (isa == 0) {
             scores_block_c(q16, qscale, qsum, rows, run, bs, n, hd, out, ld);
             continue;
         }
@@ -223,9 +283,10 @@ void pagoda_attn_scores_u8(const int16_t *q16, const float *qscale, const float 
 #ifdef PA_X86
 /// One 16-key step (8 slot pairs from `codes`, columns 16c ..< 16c + 16 of the pass) for R rows: the exact
 /// integer Σ w16·code, one vpdpwssd per row, pair and column vector.
-T512 static inline __attribute__((always_inline)) void values_step_512(__m512i I[PAGODA_ATTN_VALUE_ROWS][4], const int R,
+T512 static inline __attribute__((always_inline)) void values_step_512(v16i out[PAGODA_ATTN_VALUE_ROWS][4], const int R,
                                                                       const int C, const int16_t *w,
                                                                       const uint8_t *codes, int64_t hd) {
+    __m512i I[PAGODA_ATTN_VALUE_ROWS][4];
     for (int r = 0; r < R; r++)
         for (int c = 0; c < C; c++) I[r][c] = _mm512_setzero_si512();
     for (int p = 0; p < 8; p++) {
@@ -239,6 +300,38 @@ T512 static inline __attribute__((always_inline)) void values_step_512(__m512i I
         }
         codes += 2 * hd;
     }
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < C; c++) memcpy(&out[r][c], &I[r][c], 64);
+}
+#endif
+
+#ifdef PA_X86
+/// The same step without VNNI: vpmaddwd on a pair of slots of 8 columns per instruction (exact), then added.
+T256 static inline __attribute__((always_inline)) void values_step_256(v16i out[PAGODA_ATTN_VALUE_ROWS][4], const int R,
+                                                                      const int C, const int16_t *w,
+                                                                      const uint8_t *codes, int64_t hd) {
+    __m256i I[PAGODA_ATTN_VALUE_ROWS][4][2];
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < C; c++) I[r][c][0] = I[r][c][1] = _mm256_setzero_si256();
+    for (int p = 0; p < 8; p++) {
+        __m256i v[4][2];
+        for (int c = 0; c < C; c++) {
+            v[c][0] = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(codes + 32 * c)));
+            v[c][1] = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(codes + 32 * c + 16)));
+        }
+        for (int r = 0; r < R; r++) {
+            int32_t pair;
+            memcpy(&pair, w + r * VALUE_WINDOW + 2 * p, 4);
+            const __m256i wp = _mm256_set1_epi32(pair);
+            for (int c = 0; c < C; c++) {
+                I[r][c][0] = _mm256_add_epi32(I[r][c][0], _mm256_madd_epi16(v[c][0], wp));
+                I[r][c][1] = _mm256_add_epi32(I[r][c][1], _mm256_madd_epi16(v[c][1], wp));
+            }
+        }
+        codes += 2 * hd;
+    }
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < C; c++) memcpy(&out[r][c], I[r][c], 64);
 }
 #endif
 
@@ -258,121 +351,35 @@ static inline __attribute__((always_inline)) void values_step_c(v16i I[PAGODA_AT
     }
 }
 
-/// R rows of acc, columns [c0, c0 + 16·C), over the window's keys [w0, w0 + n): per 16-key step, the exact integer
-/// sums times the row's step of that 16-key step, fused-multiply-added in key order into fp32 sums (which start
-/// from acc, or from 0 for the first window).
-static inline __attribute__((always_inline)) void values_pass(float *acc, const int R, const int C, const int16_t *w,
-                                                              const float *steps, int64_t w0, int64_t n, int64_t start,
-                                                              const int32_t *table, const uint8_t *head0, int64_t bs,
-                                                              int64_t stride, int64_t hd, int64_t c0, const int vnni) {
-    v16f F[PAGODA_ATTN_VALUE_ROWS][4];
-    for (int r = 0; r < R; r++)
-        for (int c = 0; c < C; c++) {
-            if (w0 == 0) F[r][c] = 0;
-            else memcpy(&F[r][c], acc + r * hd + c0 + 16 * c, 64);
-        }
-    for (int64_t j = 0; j < n; j += 16) {
-        const int64_t pos = start + w0 + j, slot = pos % bs;
-        const uint8_t *codes = head0 + (int64_t)table[pos / bs] * stride + (slot >> 1) * 2 * hd + 2 * c0;
-        v16i I[PAGODA_ATTN_VALUE_ROWS][4];
+#define VALUES_ATTR
+#define VALUES_STEP values_step_c
+#define VALUES_NAME(x) x##_c
+#include "pagoda_attention_values.h"
 #ifdef PA_X86
-        if (vnni) {
-            __m512i X[PAGODA_ATTN_VALUE_ROWS][4];
-            values_step_512(X, R, C, w + j, codes, hd);
-            for (int r = 0; r < R; r++)
-                for (int c = 0; c < C; c++) memcpy(&I[r][c], &X[r][c], 64);
-        } else
+#define VALUES_ATTR T512
+#define VALUES_STEP values_step_512
+#define VALUES_NAME(x) x##_512
+#include "pagoda_attention_values.h"
+#define VALUES_ATTR T256
+#define VALUES_STEP values_step_256
+#define VALUES_NAME(x) x##_256
+#include "pagoda_attention_values.h"
 #endif
-        {
-            (void)vnni;
-            values_step_c(I, R, C, w + j, codes, hd);
-        }
-        for (int r = 0; r < R; r++) {
-            const v16f s = (v16f)steps[r * (VALUE_WINDOW / 16) + j / 16];
-            for (int c = 0; c < C; c++) F[r][c] = FMA(__builtin_convertvector(I[r][c], v16f), s, F[r][c]);
-        }
-    }
-    for (int r = 0; r < R; r++)
-        for (int c = 0; c < C; c++) store16(acc + r * hd + c0 + 16 * c, F[r][c]);
-}
-
-static inline __attribute__((always_inline)) void values_rows(float *acc, const int R, const float *probs, int64_t ldp,
-                                                              int64_t keys, int64_t start, const int32_t *table,
-                                                              const uint8_t *head0, int64_t bs, int64_t stride,
-                                                              int64_t hd, const int vnni) {
-    v16f z[PAGODA_ATTN_VALUE_ROWS];
-    _Alignas(64) int16_t w[PAGODA_ATTN_VALUE_ROWS * VALUE_WINDOW];
-    float steps[PAGODA_ATTN_VALUE_ROWS * (VALUE_WINDOW / 16)];
-    for (int r = 0; r < R; r++) z[r] = 0;
-    for (int64_t w0 = 0; w0 < keys; w0 += VALUE_WINDOW) {
-        const int64_t n = keys - w0 < VALUE_WINDOW ? keys - w0 : VALUE_WINDOW;
-        // Weights: probability × scale, 16 keys at a time (16 keys lie in one block: partitions and blocks start at
-        // multiples of 16), as int16 steps of a power of two set by the row's largest weight among those 16 keys;
-        // the probability × minimum goes into the row's lane sums z.
-        for (int64_t j = 0; j < n; j += 16) {
-            const int64_t pos = start + w0 + j, slot = pos % bs;
-            const uint8_t *base = head0 + (int64_t)table[pos / bs] * stride;
-            const int64_t live = n - j < 16 ? n - j : 16;
-            v16f sc = halves16(base + bs * hd + 2 * slot), mn = halves16(base + bs * hd + 2 * bs + 2 * slot);
-            if (live < 16) {
-                for (int64_t i = live; i < 16; i++) sc[i] = mn[i] = 0;  // slots not yet written
-            }
-            for (int r = 0; r < R; r++) {
-                v16f p;
-                memcpy(&p, probs + r * ldp + w0 + j, 64);
-                if (live < 16) {
-                    for (int64_t i = live; i < 16; i++) p[i] = 0;
-                }
-                const v16f x = p * sc;
-                z[r] = FMA(p, mn, z[r]);
-                // Weights are ≥ 0. The step is the power of two that puts the largest of the 16 weights in
-                // [16384, 32768) (its exponent, read from the bits: no division). Sixteen keys whose largest weight
-                // is below 2^-100 add nothing (their share is below any fp32 output's resolution).
-                const uint32_t bits = max_bits(x);
-                const uint32_t e = bits >> 23;  // biased exponent: the largest in [2^(e - 127), 2^(e - 126))
-                const int none = e < 27;        // below 2^-100
-                const uint32_t stepBits = none ? 0u : (e - 14u) << 23, invBits = none ? 0u : (268u - e) << 23;
-                float step, inv;
-                memcpy(&step, &stepBits, 4);
-                memcpy(&inv, &invBits, 4);
-                steps[r * (VALUE_WINDOW / 16) + j / 16] = step;
-                const v16f q = __builtin_elementwise_min(__builtin_elementwise_roundeven(x * (v16f)inv), (v16f)32767.0f);
-                const v16i qi = __builtin_convertvector(q, v16i);
-                for (int i = 0; i < 16; i++) w[r * VALUE_WINDOW + j + i] = (int16_t)qi[i];
-            }
-        }
-        // Columns in passes of VALUE_COLUMNS(R) vectors (a last pass of fewer for heads not a multiple of them).
-        const int CW = VALUE_COLUMNS(R);
-        for (int64_t c0 = 0; c0 < hd; c0 += 16 * CW) {
-            const int C = hd - c0 >= 16 * CW ? CW : (int)((hd - c0) / 16);
-            if (C == 4) values_pass(acc, R, 4, w, steps, w0, n, start, table, head0, bs, stride, hd, c0, vnni);
-            else if (C == 3) values_pass(acc, R, 3, w, steps, w0, n, start, table, head0, bs, stride, hd, c0, vnni);
-            else if (C == 2) values_pass(acc, R, 2, w, steps, w0, n, start, table, head0, bs, stride, hd, c0, vnni);
-            else values_pass(acc, R, 1, w, steps, w0, n, start, table, head0, bs, stride, hd, c0, vnni);
-        }
-    }
-    // The minima's sums by halves (a fixed order), added once at the end.
-    for (int r = 0; r < R; r++) {
-        const v16f zr = (v16f)sum16(z[r]);
-        for (int64_t c = 0; c < hd; c += 16) {
-            v16f a;
-            memcpy(&a, acc + r * hd + c, 64);
-            store16(acc + r * hd + c, a + zr);
-        }
-    }
-}
 
 void pagoda_attn_values_u8(float *acc, int64_t rows, const float *probs, int64_t ldp, int64_t keys, int64_t start,
                            const int32_t *table, const uint8_t *head0, int64_t bs, int64_t stride, int64_t hd) {
-    const int vnni = pagoda_q_isa() >= 2;
-    switch (rows) {
-        case 1: values_rows(acc, 1, probs, ldp, keys, start, table, head0, bs, stride, hd, vnni); break;
-        case 2: values_rows(acc, 2, probs, ldp, keys, start, table, head0, bs, stride, hd, vnni); break;
-        case 3: values_rows(acc, 3, probs, ldp, keys, start, table, head0, bs, stride, hd, vnni); break;
-        case 4: values_rows(acc, 4, probs, ldp, keys, start, table, head0, bs, stride, hd, vnni); break;
-        case 5: values_rows(acc, 5, probs, ldp, keys, start, table, head0, bs, stride, hd, vnni); break;
-        default: values_rows(acc, 6, probs, ldp, keys, start, table, head0, bs, stride, hd, vnni); break;
+#ifdef PA_X86
+    const int isa = pagoda_q_isa();
+    if (isa >= 2) {
+        values_any_512(acc, rows, probs, ldp, keys, start, table, head0, bs, stride, hd);
+        return;
     }
+    if (isa == 1) {
+        values_any_256(acc, rows, probs, ldp, keys, start, table, head0, bs, stride, hd);
+        return;
+    }
+#endif
+    values_any_c(acc, rows, probs, ldp, keys, start, table, head0, bs, stride, hd);
 }
 
 // ---------------------------------------------------------------------------------------------------------
