@@ -228,11 +228,93 @@ static void quantize_q8_512(const float *x, int64_t tokens, int64_t cols, int8_t
 }
 #endif
 
+#ifdef PQ_X86
+#define T256Q __attribute__((target("avx2,fma,f16c")))
+
+/// The largest of 8 lanes (max is exact: any order gives the same value).
+T256Q static inline float hmax256(__m256 v) {
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    return _mm_cvtss_f32(m);
+}
+
+/// The sum of 8 int32 lanes (exact).
+T256Q static inline int32_t hsum256(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
+    return _mm_cvtsi128_si32(s);
+}
+
+/// The scalar loop below with AVX2: a block's 32 values in four vectors (max, rounding and integer sums are exact,
+/// so every result is the scalar path's).
+T256Q __attribute__((noinline))
+static void quantize_q8_256(const float *x, int64_t tokens, int64_t cols, int8_t *q, float *dx, int32_t *sx, float *dxs,
+                            int32_t *sxh, int32_t *oi, float *ov) {
+    const int64_t nb = cols / 32;
+    const __m256 sign = _mm256_set1_ps(-0.0f), lim = _mm256_set1_ps(127.0f), nlim = _mm256_set1_ps(-127.0f);
+    const __m256i bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    _Alignas(32) float bmax[PAGODA_Q_MAX_COLS / 32];
+    for (int64_t t = 0; t < tokens; t++) {
+        const float *xr = x + t * cols;
+        for (int64_t b = 0; b < nb; b++) {
+            const float *xb = xr + b * 32;
+            const __m256 m01 = _mm256_max_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(xb)), _mm256_andnot_ps(sign, _mm256_loadu_ps(xb + 8)));
+            const __m256 m23 = _mm256_max_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(xb + 16)), _mm256_andnot_ps(sign, _mm256_loadu_ps(xb + 24)));
+            bmax[b] = hmax256(_mm256_max_ps(m01, m23));
+        }
+        int32_t *oir = oi + t * NOUT;
+        select_outliers(xr, nb, bmax, oir, ov + t * NOUT);
+        for (int64_t b = 0; b < nb; b++) {
+            const float *xb = xr + b * 32;
+            const uint32_t om = outlier_mask(oir, b);
+            __m256 v[4];
+            for (int k = 0; k < 4; k++) {
+                v[k] = _mm256_loadu_ps(xb + 8 * k);
+                if (om) {  // outliers count as 0
+                    const __m256i taken = _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32((int)(om >> (8 * k))), bit), bit);
+                    v[k] = _mm256_andnot_ps(_mm256_castsi256_ps(taken), v[k]);
+                }
+            }
+            float amax = bmax[b];
+            if (om) {
+                const __m256 m01 = _mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1]));
+                const __m256 m23 = _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3]));
+                amax = hmax256(_mm256_max_ps(m01, m23));
+            }
+            const float d = amax / 127.0f;
+            const __m256 id = _mm256_set1_ps(amax > 0.0f ? 127.0f / amax : 0.0f);
+            __m256i c[4];
+            for (int k = 0; k < 4; k++)
+                c[k] = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_min_ps(lim, _mm256_max_ps(nlim, _mm256_mul_ps(v[k], id))),
+                                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+            // Saturating packs (exact: every code is within ±127) interleave the 128-bit lanes; one permutation
+            // puts the 32 bytes in order.
+            const __m256i bytes = _mm256_permutevar8x32_epi32(
+                _mm256_packs_epi16(_mm256_packs_epi32(c[0], c[1]), _mm256_packs_epi32(c[2], c[3])), order);
+            _mm256_storeu_si256((__m256i *)(q + t * cols + b * 32), bytes);
+            const int32_t sh = hsum256(_mm256_add_epi32(c[0], c[1]));
+            const int32_t s = sh + hsum256(_mm256_add_epi32(c[2], c[3]));
+            dx[t * nb + b] = d;
+            sx[t * nb + b] = s;
+            sxh[t * nb + b] = sh;
+            dxs[t * nb + b] = d * (float)s;
+        }
+    }
+}
+#endif
+
 void pagoda_quantize_q8(const float *x, int64_t tokens, int64_t cols, int8_t *q, float *dx, int32_t *sx, float *dxs,
                         int32_t *sxh, int32_t *oi, float *ov) {
 #ifdef PQ_X86
     if (pagoda_q_isa() >= 2) {
         quantize_q8_512(x, tokens, cols, q, dx, sx, dxs, sxh, oi, ov);
+        return;
+    }
+    if (pagoda_q_isa() == 1) {
+        quantize_q8_256(x, tokens, cols, q, dx, sx, dxs, sxh, oi, ov);
         return;
     }
 #endif
@@ -823,7 +905,7 @@ DEFAMX(qgemmamx_nm5_f32, 1, 1, 0, 1, 0)  // Q5_K
 // block: the int8 kernels' per-block scale products are what bound them. An output's value depends only on its own
 // token's activations and its row's weights (the blocks in order), never on the other tokens of the call.
 
-#define TWIDE __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,fma,f16c,amx-tile,amx-bf16")))
+#define TWIDE __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512bf16,fma,f16c,amx-tile,amx-bf16")))
 
 TWIDE static void amx_configure_wide(void) {
     amx_config c;
@@ -1066,25 +1148,18 @@ TWIDE __attribute__((noinline)) static void to_bf16_512(const float *x, int64_t 
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// AVX2 (no VNNI): vpmaddubsw + vpmaddwd per 8-row half. Codes above 31 (Q8_0's offset 128) would saturate
-// vpmaddubsw, so those use the sign trick on the signed code (u ^ 0x80) and skip the offset correction.
+// AVX2 (no VNNI): one ymm lane per row of an 8-row half group. vpmaddubsw multiplies pairs of unsigned codes by
+// broadcast int8 activations into int16, vpmaddwd widens to int32. Nibble codes (at most 15, 31 or 63 with bit
+// planes) let several steps sum in int16 first, exactly: |2·63·128|·2, |2·31·128|·4 and |2·15·128|·8 all stay below
+// 32768. Q8_0's codes (offset 128) would saturate vpmaddubsw, so those use the sign trick on the signed code
+// (u ^ 0x80), widened every step, and skip the offset correction. Tiles of up to 4 tokens share each block's
+// unpacked weights; the float work per block and token is the scalar path's, in its order.
 
 #define T256 __attribute__((target("avx2,fma,f16c")))
 
 /// 8 scales (fp16 or fp32) as floats.
 T256 INL __m256 scales256(const uint8_t *p, const int HALF) {
     return HALF ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)) : _mm256_loadu_ps((const float *)p);
-}
-
-T256 INL __m256i dot8x4(__m256i w, __m256i x, __m256i ones, int wide) {
-    __m256i p;
-    if (wide) {
-        const __m256i ws = _mm256_xor_si256(w, _mm256_set1_epi8((char)0x80));
-        p = _mm256_maddubs_epi16(_mm256_sign_epi8(ws, ws), _mm256_sign_epi8(x, ws));
-    } else {
-        p = _mm256_maddubs_epi16(w, x);
-    }
-    return _mm256_madd_epi16(p, ones);
 }
 
 /// 32 bits as 32 bytes: 0xFF where the bit is set, byte b for bit b.
@@ -1096,99 +1171,175 @@ T256 INL __m256i bits_to_bytes256(uint32_t v) {
     return _mm256_cmpeq_epi8(_mm256_and_si256(x, sel), sel);
 }
 
-T256 INL void tile256(const pagoda_qmat *m, const uint8_t *gbase, const int8_t *q, const float *dx, const int32_t *sx,
-                      const float *dxs, const int32_t *sxh, const int32_t *oi, const float *ov, int64_t t,
-                      const int NIB, const int MIN, const int WIDE,
-                      const int HALF, const int SPLIT, const int HB, float *y, int64_t ldy, int64_t g,
-                      const float *bias) {
+/// Lanes 0 ..< n set (a maskload / maskstore mask for a half group's rows that exist).
+T256 INL __m256i lanes256(int n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+/// The codes of step k (columns 4k ..< 4k + 4) of the 8 rows of half h, as bytes (4 per row).
+T256 INL __m256i codes256(const uint8_t *wp, int k, int h, const int NIB, const int HB) {
+    if (!NIB) return _mm256_loadu_si256((const __m256i *)(wp + 64 * k + 32 * h));
+    __m256i w = _mm256_loadu_si256((const __m256i *)(wp + 64 * (k & 3) + 32 * h));
+    if (k >= 4) w = _mm256_srli_epi16(w, 4);
+    w = _mm256_and_si256(w, _mm256_set1_epi8(15));
+    for (int pl = 0; pl < HB; pl++) {
+        uint32_t bits;
+        memcpy(&bits, wp + 256 + 64 * pl + 8 * k + 4 * h, 4);
+        w = _mm256_or_si256(w, _mm256_and_si256(bits_to_bytes256(bits), _mm256_set1_epi8((char)(16 << pl))));
+    }
+    return w;
+}
+
+/// The weights of half h of a group's rows in column c, as `qweight` computes each.
+T256 INL __m256 qcolumn256(const uint8_t *gbase, int64_t bb, int64_t c, int32_t off, int h, const int NIB,
+                           const int MIN, const int HALF, const int SPLIT, const int HB) {
+    const int64_t sbytes = HALF ? 32 : 64, wofs = MIN || SPLIT ? 2 * sbytes : sbytes, half8 = HALF ? 16 : 32;
+    const int e = (int)(c % 32), k = e / 4, j = e % 4;
+    const uint8_t *blk = gbase + (c / 32) * bb;
+    const uint8_t *wp = blk + wofs;
+    __m256i u;
+    if (NIB) {
+        const __m256i v = _mm256_loadu_si256((const __m256i *)(wp + 64 * (k & 3) + 32 * h));
+        u = _mm256_and_si256(_mm256_srl_epi32(v, _mm_cvtsi32_si128(8 * j + (k >= 4 ? 4 : 0))), _mm256_set1_epi32(15));
+        for (int p = 0; p < HB; p++) {
+            uint32_t bits;
+            memcpy(&bits, wp + 256 + 64 * p + 8 * k + 4 * h, 4);
+            // Bit 4i + j of the half's word is row i's.
+            const __m256i sh = _mm256_add_epi32(_mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28), _mm256_set1_epi32(j));
+            const __m256i bit = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32((int)bits), sh), _mm256_set1_epi32(1));
+            u = _mm256_add_epi32(u, _mm256_slli_epi32(bit, 4 + p));
+        }
+    } else {
+        const __m256i v = _mm256_loadu_si256((const __m256i *)(wp + 64 * k + 32 * h));
+        u = _mm256_and_si256(_mm256_srl_epi32(v, _mm_cvtsi32_si128(8 * j)), _mm256_set1_epi32(255));
+    }
+    const __m256 d = scales256((SPLIT && e >= 16 ? blk + sbytes : blk) + h * half8, HALF);
+    __m256 w = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(u, _mm256_set1_epi32(off))), d);
+    if (MIN) w = _mm256_add_ps(w, scales256(blk + sbytes + h * half8, HALF));
+    return w;
+}
+
+/// Tokens t0 ..< t0 + NT, half h of group g, blocks [b0, b1): a later range continues the sums an earlier one stored
+/// in y (an exact fp32 round trip). After the last block, each token's outliers (weights from wcol, laid out per
+/// distinct column, or dequantized here), then the bias.
+T256 INL void tile256(const pagoda_qmat *m, const uint8_t *gbase, int h, const int8_t *q, const float *dx,
+                      const int32_t *sx, const float *dxs, const int32_t *sxh, const int16_t *slot, const float *wcol,
+                      const int32_t *oi, const float *ov, int64_t t0, const int NT, const int NIB, const int MIN,
+                      const int WIDE, const int HALF, const int SPLIT, const int HB, float *y, int64_t ldy, int64_t g,
+                      const float *bias, int64_t b0, int64_t b1) {
     const int64_t nb = m->blocks, cols = m->cols, bb = m->block_bytes;
     const int64_t sbytes = HALF ? 32 : 64, wofs = MIN || SPLIT ? 2 * sbytes : sbytes, half8 = HALF ? 16 : 32;
-    const __m256i low = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
     const int32_t off = WIDE ? 0 : m->offset;
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    for (int64_t b = 0; b < nb; b++) {
+    // Steps an int16 sum takes before it is widened (per half of the block when SPLIT).
+    const int S = WIDE ? 1 : HB == 0 ? 8 : HB == 1 ? 4 : 2;
+    const __m256i ones = _mm256_set1_epi16(1);
+    const int64_t r0 = g * PAGODA_Q_ROWS + 8 * h;
+    const int nr = m->rows - r0 < 8 ? (int)(m->rows - r0) : 8;
+    const __m256i rmask = lanes256(nr);
+    __m256 acc[4];
+    for (int n = 0; n < NT; n++)
+        acc[n] = b0 == 0 ? _mm256_setzero_ps() : _mm256_maskload_ps(y + (t0 + n) * ldy + r0, rmask);
+    for (int64_t b = b0; b < b1; b++) {
         const uint8_t *blk = gbase + b * bb;
         const uint8_t *wp = blk + wofs;
-        const int8_t *xb = q + t * cols + b * 32;
-        __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256(), h0 = s0, h1 = s1;
+        const int8_t *xb = q + t0 * cols + b * 32;
+        __m256i s32[4], h32[4], s16[4];
         for (int k = 0; k < 8; k++) {
-            if (SPLIT && k == 4) { h0 = s0; h1 = s1; }  // the first half's sums
-            __m256i wlo, whi;
-            if (NIB) {
-                const int kk = k & 3;
-                wlo = _mm256_loadu_si256((const __m256i *)(wp + 64 * kk));
-                whi = _mm256_loadu_si256((const __m256i *)(wp + 64 * kk + 32));
-                if (k >= 4) { wlo = _mm256_srli_epi16(wlo, 4); whi = _mm256_srli_epi16(whi, 4); }
-                wlo = _mm256_and_si256(wlo, low);
-                whi = _mm256_and_si256(whi, low);
-                for (int pl = 0; pl < HB; pl++) {
-                    uint32_t bl, bh;
-                    memcpy(&bl, wp + 256 + 64 * pl + 8 * k, 4);
-                    memcpy(&bh, wp + 256 + 64 * pl + 8 * k + 4, 4);
-                    const __m256i add = _mm256_set1_epi8((char)(16 << pl));
-                    wlo = _mm256_or_si256(wlo, _mm256_and_si256(bits_to_bytes256(bl), add));
-                    whi = _mm256_or_si256(whi, _mm256_and_si256(bits_to_bytes256(bh), add));
-                }
-            } else {
-                wlo = _mm256_loadu_si256((const __m256i *)(wp + 64 * k));
-                whi = _mm256_loadu_si256((const __m256i *)(wp + 64 * k + 32));
+            const __m256i w = codes256(wp, k, h, NIB, HB);
+            __m256i ws = w, wa = w;
+            if (WIDE) {
+                ws = _mm256_xor_si256(w, _mm256_set1_epi8((char)0x80));
+                wa = _mm256_sign_epi8(ws, ws);
             }
-            int32_t xv;
-            memcpy(&xv, xb + 4 * k, 4);
-            const __m256i xbc = _mm256_set1_epi32(xv);
-            s0 = _mm256_add_epi32(s0, dot8x4(wlo, xbc, ones, WIDE));
-            s1 = _mm256_add_epi32(s1, dot8x4(whi, xbc, ones, WIDE));
+            for (int n = 0; n < NT; n++) {
+                int32_t xv;
+                memcpy(&xv, xb + n * cols + 4 * k, 4);
+                __m256i x = _mm256_set1_epi32(xv);
+                if (WIDE) x = _mm256_sign_epi8(x, ws);
+                const __m256i p = _mm256_maddubs_epi16(wa, x);
+                const int first = k % S == 0, last = k % S == S - 1;
+                s16[n] = first ? p : _mm256_add_epi16(s16[n], p);
+                if (last) {
+                    const __m256i wide = _mm256_madd_epi16(s16[n], ones);
+                    s32[n] = k == S - 1 || (SPLIT && k == 4 + S - 1) ? wide : _mm256_add_epi32(s32[n], wide);
+                }
+                if (SPLIT && k == 3) h32[n] = s32[n];  // the first half's sum
+            }
         }
-        if (SPLIT) {
-            // Each half with its own scale (the second half's in the min slot), as the scalar path does.
-            const int32_t a1 = sxh[t * nb + b], a2 = sx[t * nb + b] - a1;
-            const __m256i o1 = _mm256_set1_epi32(off * a1), o2 = _mm256_set1_epi32(off * a2);
+        const __m256 wd = scales256(blk + h * half8, HALF);
+        const __m256 wm = MIN || SPLIT ? scales256(blk + sbytes + h * half8, HALF) : _mm256_setzero_ps();
+        for (int n = 0; n < NT; n++) {
+            const int64_t t = t0 + n;
             const __m256 xd = _mm256_set1_ps(dx[t * nb + b]);
-            const __m256i lo1 = _mm256_sub_epi32(h0, o1), lo2 = _mm256_sub_epi32(_mm256_sub_epi32(s0, h0), o2);
-            const __m256i hi1 = _mm256_sub_epi32(h1, o1), hi2 = _mm256_sub_epi32(_mm256_sub_epi32(s1, h1), o2);
-            acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lo1), _mm256_mul_ps(scales256(blk, HALF), xd), acc0);
-            acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lo2), _mm256_mul_ps(scales256(blk + sbytes, HALF), xd), acc0);
-            acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hi1), _mm256_mul_ps(scales256(blk + half8, HALF), xd), acc1);
-            acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hi2), _mm256_mul_ps(scales256(blk + sbytes + half8, HALF), xd), acc1);
-            continue;
-        }
-        if (off) {
-            const __m256i o = _mm256_set1_epi32(off * sx[t * nb + b]);
-            s0 = _mm256_sub_epi32(s0, o);
-            s1 = _mm256_sub_epi32(s1, o);
-        }
-        const __m256 xd = _mm256_set1_ps(dx[t * nb + b]);
-        const __m256 dd0 = _mm256_mul_ps(scales256(blk, HALF), xd);
-        const __m256 dd1 = _mm256_mul_ps(scales256(blk + half8, HALF), xd);
-        acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s0), dd0, acc0);
-        acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s1), dd1, acc1);
-        if (MIN) {
-            const __m256 xs = _mm256_set1_ps(dxs[t * nb + b]);
-            acc0 = _mm256_fmadd_ps(scales256(blk + sbytes, HALF), xs, acc0);
-            acc1 = _mm256_fmadd_ps(scales256(blk + sbytes + half8, HALF), xs, acc1);
+            if (SPLIT) {
+                // Each half with its own scale (the second half's in the min slot), as the scalar path does.
+                const int32_t a1 = sxh[t * nb + b], a2 = sx[t * nb + b] - a1;
+                const __m256i i1 = _mm256_sub_epi32(h32[n], _mm256_set1_epi32(off * a1));
+                const __m256i i2 = _mm256_sub_epi32(s32[n], _mm256_set1_epi32(off * a2));
+                acc[n] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i1), _mm256_mul_ps(wd, xd), acc[n]);
+                acc[n] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i2), _mm256_mul_ps(wm, xd), acc[n]);
+                continue;
+            }
+            __m256i is = s32[n];
+            if (off) is = _mm256_sub_epi32(is, _mm256_set1_epi32(off * sx[t * nb + b]));
+            acc[n] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is), _mm256_mul_ps(wd, xd), acc[n]);
+            if (MIN) acc[n] = _mm256_fmadd_ps(wm, _mm256_set1_ps(dxs[t * nb + b]), acc[n]);
         }
     }
-    float out[16];
-    _mm256_storeu_ps(out, acc0);
-    _mm256_storeu_ps(out + 8, acc1);
-    outlier_correction(m, gbase, oi + t * NOUT, ov + t * NOUT, out);
-    for (int i = 0; i < PAGODA_Q_ROWS; i++) {
-        const int64_t r = g * PAGODA_Q_ROWS + i;
-        if (r < m->rows) y[t * ldy + r] = bias ? out[i] + bias[r] : out[i];
+    const int last = b1 == nb;
+    for (int n = 0; n < NT; n++) {
+        const int64_t t = t0 + n;
+        __m256 v = acc[n];
+        if (last) {
+            for (int k = 0; k < NOUT; k++) {
+                const __m256 w = wcol ? _mm256_load_ps(wcol + 8 * slot[t * NOUT + k])
+                                      : qcolumn256(gbase, bb, oi[t * NOUT + k], m->offset, h, NIB, MIN, HALF, SPLIT, HB);
+                v = _mm256_fmadd_ps(_mm256_set1_ps(ov[t * NOUT + k]), w, v);
+            }
+            if (bias) v = _mm256_add_ps(v, _mm256_maskload_ps(bias + r0, rmask));
+        }
+        _mm256_maskstore_ps(y + t * ldy + r0, rmask, v);
     }
 }
 
-#define DEF256(NAME, NIB, MIN, WIDE, HALF, SPLIT, HB) \
-    T256 __attribute__((noinline)) static void NAME(const pagoda_qmat *m, const int8_t *q, const float *dx, \
-        const int32_t *sx, const float *dxs, const int32_t *sxh, const int32_t *oi, const float *ov, \
-        const int16_t *slot, const int32_t *uniq, int nuniq, int64_t tokens, float *y, int64_t ldy, int64_t g0, \
-        int64_t g1, const float *bias) { \
-        (void)slot; (void)uniq; (void)nuniq;  /* the scalar correction dequantizes per token */ \
-        for (int64_t g = g0; g < g1; g++) { \
-            const uint8_t *gbase = m->data + g * m->blocks * m->block_bytes; \
-            for (int64_t t = 0; t < tokens; t++) \
-                tile256(m, gbase, q, dx, sx, dxs, sxh, oi, ov, t, NIB, MIN, WIDE, HALF, SPLIT, HB, y, ldy, g, bias); \
-        } \
+/// Blocks per column range for a batch: what keeps one 16-row group's weights of the range in L1 (about 12 KiB)
+/// while every token tile of both halves passes over them. Up to 4 tokens (decode) stream the whole row at once.
+static inline int64_t qcolumn_blocks256(const pagoda_qmat *m, int64_t tokens) {
+    if (tokens <= 4) return m->blocks;
+    const int64_t k = 12288 / m->block_bytes;
+    return k > 0 ? k : 1;
+}
+
+#define DEF256(NAME, NIB, MIN, WIDE, HALF, SPLIT, HB)                                                               \
+    T256 __attribute__((noinline)) static void NAME(const pagoda_qmat *m, const int8_t *q, const float *dx,         \
+        const int32_t *sx, const float *dxs, const int32_t *sxh, const int32_t *oi, const float *ov,                 \
+        const int16_t *slot, const int32_t *uniq, int nuniq, int64_t tokens, float *y, int64_t ldy, int64_t g0,      \
+        int64_t g1, const float *bias) {                                                                             \
+        /* A batch dequantizes each group's weights in the chunk's distinct outlier columns once (see tile256). */   \
+        _Alignas(32) float wcol[2][PAGODA_Q_TOKEN_CHUNK * NOUT * 8];                                                 \
+        const int nu = tokens > 4 ? nuniq : 0;                                                                       \
+        const int64_t kc = qcolumn_blocks256(m, tokens);                                                             \
+        for (int64_t g = g0; g < g1; g++) {                                                                          \
+            const uint8_t *gbase = m->data + g * m->blocks * m->block_bytes;                                         \
+            const int halves = m->rows - g * PAGODA_Q_ROWS > 8 ? 2 : 1;                                              \
+            for (int h = 0; h < halves; h++)                                                                         \
+                for (int u = 0; u < nu; u++)                                                                         \
+                    _mm256_store_ps(wcol[h] + 8 * u, qcolumn256(gbase, m->block_bytes, uniq[u], m->offset, h, NIB,   \
+                                                                MIN, HALF, SPLIT, HB));                              \
+            for (int64_t b0 = 0; b0 < m->blocks; b0 += kc) {                                                         \
+                const int64_t b1 = b0 + kc < m->blocks ? b0 + kc : m->blocks;                                        \
+                for (int h = 0; h < halves; h++) {                                                                   \
+                    const float *wc = nu ? wcol[h] : 0;                                                              \
+                    int64_t t = 0;                                                                                   \
+                    for (; t + 4 <= tokens; t += 4)                                                                  \
+                        tile256(m, gbase, h, q, dx, sx, dxs, sxh, slot, wc, oi, ov, t, 4, NIB, MIN, WIDE, HALF,      \
+                                SPLIT, HB, y, ldy, g, bias, b0, b1);                                                 \
+                    for (; t < tokens; t++)                                                                          \
+                        tile256(m, gbase, h, q, dx, sx, dxs, sxh, slot, wc, oi, ov, t, 1, NIB, MIN, WIDE, HALF,      \
+                                SPLIT, HB, y, ldy, g, bias, b0, b1);                                                 \
+                }                                                                                                    \
+            }                                                                                                        \
+        }                                                                                                            \
     }
 DEF256(qgemm256_bw, 0, 0, 1, 1, 0, 0)        // Q8_0
 DEF256(qgemm256_n, 1, 0, 0, 1, 0, 0)         // Q4_0
