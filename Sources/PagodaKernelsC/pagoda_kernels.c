@@ -1229,7 +1229,9 @@ T256 INL void tile256(const pagoda_qmat *m, const uint8_t *gbase, int h, const i
                       const float *bias, int64_t b0, int64_t b1) {
     const int64_t nb = m->blocks, cols = m->cols, bb = m->block_bytes;
     const int64_t sbytes = HALF ? 32 : 64, wofs = MIN || SPLIT ? 2 * sbytes : sbytes, half8 = HALF ? 16 : 32;
-    const int32_t off = WIDE ? 0 : m->offset;
+    // The offset correction, for the layouts that have one (types with a min have offset 0, see the dispatch).
+    const int OFF = !WIDE && !MIN;
+    const int32_t off = OFF ? m->offset : 0;
     // Steps an int16 sum takes before it is widened (per half of the block when SPLIT).
     const int S = WIDE ? 1 : HB == 0 ? 8 : HB == 1 ? 4 : 2;
     const __m256i ones = _mm256_set1_epi16(1);
@@ -1281,7 +1283,7 @@ T256 INL void tile256(const pagoda_qmat *m, const uint8_t *gbase, int h, const i
                 continue;
             }
             __m256i is = s32[n];
-            if (off) is = _mm256_sub_epi32(is, _mm256_set1_epi32(off * sx[t * nb + b]));
+            if (OFF) is = _mm256_sub_epi32(is, _mm256_set1_epi32(off * sx[t * nb + b]));
             acc[n] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is), _mm256_mul_ps(wd, xd), acc[n]);
             if (MIN) acc[n] = _mm256_fmadd_ps(wm, _mm256_set1_ps(dxs[t * nb + b]), acc[n]);
         }
@@ -1436,7 +1438,7 @@ static void qgemm_chunk(const pagoda_qmat *m, const int8_t *q, const float *dx, 
         return;
     }
     if (isa >= 2 && k512) { k512(m, q, dx, sx, dxs, sxh, oi, ov, slot, uniq, nuniq, tokens, y, ldy, g0, g1, bias); return; }
-    if (isa == 1 && k256) { k256(m, q, dx, sx, dxs, sxh, oi, ov, slot, uniq, nuniq, tokens, y, ldy, g0, g1, bias); return; }
+    if (isa == 1 && k256 && !(mn && m->offset)) { k256(m, q, dx, sx, dxs, sxh, oi, ov, slot, uniq, nuniq, tokens, y, ldy, g0, g1, bias); return; }
 #endif
     (void)isa;
     qgemm_scalar(m, q, dx, sx, dxs, sxh, oi, ov, tokens, y, ldy, g0, g1, bias);
