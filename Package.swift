@@ -1,7 +1,8 @@
 // swift-tools-version:6.0
 import PackageDescription
 
-// Kernels are compiled for the host CPU (AVX-512 on the project's machines); see ../shared/KERNEL-FACTS.md.
+// Kernels are compiled for the host CPU (AVX-512 or AVX2 on the project's machines; the C kernels pick their path at
+// run time, and each path compiles on any x86-64 host); see ../shared/KERNEL-FACTS.md.
 let cpuFlags: [SwiftSetting] = [.unsafeFlags(["-Xcc", "-march=native"])]
 
 let package = Package(
