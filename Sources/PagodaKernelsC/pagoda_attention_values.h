@@ -6,10 +6,10 @@
 /// R rows of acc, columns [c0, c0 + 16·C), over the window's keys [w0, w0 + n): per 16-key step, the exact integer
 /// sums times the row's step of that 16-key step, fused-multiply-added in key order into fp32 sums (which start
 /// from acc, or from 0 for the first window).
-VALUES_ATTR static inline __attribute__((always_inline)) void VALUES_NAME(values_pass)(float *acc, const int R, const int C, const int16_t *w,
-                                                              const float *steps, int64_t w0, int64_t n, int64_t start,
-                                                              const int32_t *table, const uint8_t *head0, int64_t bs,
-                                                              int64_t stride, int64_t hd, int64_t c0) {
+VALUES_ATTR static inline __attribute__((always_inline)) void
+VALUES_NAME(values_pass)(float *acc, const int R, const int C, const int16_t *w, const float *steps, int64_t w0,
+                         int64_t n, int64_t start, const int32_t *table, const uint8_t *head0, int64_t bs,
+                         int64_t stride, int64_t hd, int64_t c0) {
     v16f F[PAGODA_ATTN_VALUE_ROWS][4];
     for (int r = 0; r < R; r++)
         for (int c = 0; c < C; c++) {
@@ -30,10 +30,9 @@ VALUES_ATTR static inline __attribute__((always_inline)) void VALUES_NAME(values
         for (int c = 0; c < C; c++) store16(acc + r * hd + c0 + 16 * c, F[r][c]);
 }
 
-VALUES_ATTR static inline __attribute__((always_inline)) void VALUES_NAME(values_rows)(float *acc, const int R, const float *probs, int64_t ldp,
-                                                              int64_t keys, int64_t start, const int32_t *table,
-                                                              const uint8_t *head0, int64_t bs, int64_t stride,
-                                                              int64_t hd) {
+VALUES_ATTR static inline __attribute__((always_inline)) void
+VALUES_NAME(values_rows)(float *acc, const int R, const float *probs, int64_t ldp, int64_t keys, int64_t start,
+                         const int32_t *table, const uint8_t *head0, int64_t bs, int64_t stride, int64_t hd) {
     v16f z[PAGODA_ATTN_VALUE_ROWS];
     _Alignas(64) int16_t w[PAGODA_ATTN_VALUE_ROWS * VALUE_WINDOW];
     float steps[PAGODA_ATTN_VALUE_ROWS * (VALUE_WINDOW / 16)];
