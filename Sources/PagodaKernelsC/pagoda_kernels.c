@@ -239,6 +239,14 @@ T256Q static inline float hmax256(__m256 v) {
     return _mm_cvtss_f32(m);
 }
 
+/// The largest magnitude of a block's 32 values in four vectors.
+T256Q static inline float absmax256(const __m256 v[4]) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    const __m256 m01 = _mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1]));
+    const __m256 m23 = _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3]));
+    return hmax256(_mm256_max_ps(m01, m23));
+}
+
 /// The sum of 8 int32 lanes (exact).
 T256Q static inline int32_t hsum256(__m256i v) {
     __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
@@ -253,7 +261,7 @@ T256Q __attribute__((noinline))
 static void quantize_q8_256(const float *x, int64_t tokens, int64_t cols, int8_t *q, float *dx, int32_t *sx, float *dxs,
                             int32_t *sxh, int32_t *oi, float *ov) {
     const int64_t nb = cols / 32;
-    const __m256 sign = _mm256_set1_ps(-0.0f), lim = _mm256_set1_ps(127.0f), nlim = _mm256_set1_ps(-127.0f);
+    const __m256 lim = _mm256_set1_ps(127.0f), nlim = _mm256_set1_ps(-127.0f);
     const __m256i bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
     const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     _Alignas(32) float bmax[PAGODA_Q_MAX_COLS / 32];
@@ -261,9 +269,9 @@ static void quantize_q8_256(const float *x, int64_t tokens, int64_t cols, int8_t
         const float *xr = x + t * cols;
         for (int64_t b = 0; b < nb; b++) {
             const float *xb = xr + b * 32;
-            const __m256 m01 = _mm256_max_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(xb)), _mm256_andnot_ps(sign, _mm256_loadu_ps(xb + 8)));
-            const __m256 m23 = _mm256_max_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(xb + 16)), _mm256_andnot_ps(sign, _mm256_loadu_ps(xb + 24)));
-            bmax[b] = hmax256(_mm256_max_ps(m01, m23));
+            const __m256 v[4] = {_mm256_loadu_ps(xb), _mm256_loadu_ps(xb + 8), _mm256_loadu_ps(xb + 16),
+                                 _mm256_loadu_ps(xb + 24)};
+            bmax[b] = absmax256(v);
         }
         int32_t *oir = oi + t * NOUT;
         select_outliers(xr, nb, bmax, oir, ov + t * NOUT);
@@ -278,12 +286,7 @@ static void quantize_q8_256(const float *x, int64_t tokens, int64_t cols, int8_t
                     v[k] = _mm256_andnot_ps(_mm256_castsi256_ps(taken), v[k]);
                 }
             }
-            float amax = bmax[b];
-            if (om) {
-                const __m256 m01 = _mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1]));
-                const __m256 m23 = _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3]));
-                amax = hmax256(_mm256_max_ps(m01, m23));
-            }
+            const float amax = om ? absmax256(v) : bmax[b];
             const float d = amax / 127.0f;
             const __m256 id = _mm256_set1_ps(amax > 0.0f ? 127.0f / amax : 0.0f);
             __m256i c[4];
@@ -510,7 +513,7 @@ static void qgemm_scalar(const pagoda_qmat *m, const int8_t *q, const float *dx,
 // AVX-512 VNNI: one zmm lane per row; vpdpbusd multiplies 4 unsigned weight codes by 4 broadcast int8
 // activations per lane. Tiles of up to 8 tokens share each block's weights in registers.
 
-#define T512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,fma")))
+#define T512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,fma,bmi2")))
 #define INL __attribute__((always_inline)) static inline
 
 T512 INL __m512i bcast4(const int8_t *p) {
@@ -544,9 +547,8 @@ T512 INL void unpack512(const uint8_t *wp, const int HB, __m512i w[8]) {
 }
 
 /// The weights of a group's 16 rows in column c, as `qweight` computes each.
-T512 __attribute__((target("bmi2"))) INL __m512 qcolumn512(const uint8_t *gbase, int64_t bb, int64_t c, int32_t off,
-                                                         const int NIB, const int MIN, const int HALF, const int SPLIT,
-                                                         const int HB) {
+T512 INL __m512 qcolumn512(const uint8_t *gbase, int64_t bb, int64_t c, int32_t off, const int NIB, const int MIN,
+                           const int HALF, const int SPLIT, const int HB) {
     const int64_t sbytes = HALF ? 32 : 64, wofs = MIN || SPLIT ? 2 * sbytes : sbytes;
     const int e = (int)(c % 32), k = e / 4, j = e % 4;
     const uint8_t *blk = gbase + (c / 32) * bb;
@@ -772,7 +774,7 @@ PQ_LAYOUTS(INST512)
 // block's codes as stored (8 steps × 16 rows × 4 bytes) or unpacked; the float work per block and token is then
 // the AVX-512 path's, in the same order, so every result is bitwise what the VNNI tiles give.
 
-#define TAMX __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,fma,amx-tile,amx-int8")))
+#define TAMX __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,fma,bmi2,amx-tile,amx-int8")))
 
 /// Tile shapes: 0 and 3 the sums (16 tokens × 16 rows of int32), 1 and 4 the activations (16 tokens × 32 bytes),
 /// 2 and 5 the codes (8 steps × 64 bytes); two sets, so that a block's multiply overlaps the previous one's floats.
@@ -905,7 +907,7 @@ DEFAMX(qgemmamx_nm5_f32, 1, 1, 0, 1, 0)  // Q5_K
 // block: the int8 kernels' per-block scale products are what bound them. An output's value depends only on its own
 // token's activations and its row's weights (the blocks in order), never on the other tokens of the call.
 
-#define TWIDE __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512bf16,fma,f16c,amx-tile,amx-bf16")))
+#define TWIDE __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512bf16,fma,f16c,bmi2,amx-tile,amx-bf16")))
 
 TWIDE static void amx_configure_wide(void) {
     amx_config c;
@@ -1289,6 +1291,7 @@ T256 INL void tile256(const pagoda_qmat *m, const uint8_t *gbase, int h, const i
         }
     }
     const int last = b1 == nb;
+    const __m256 bv = bias && last ? _mm256_maskload_ps(bias + r0, rmask) : _mm256_setzero_ps();
     for (int n = 0; n < NT; n++) {
         const int64_t t = t0 + n;
         __m256 v = acc[n];
@@ -1298,18 +1301,10 @@ T256 INL void tile256(const pagoda_qmat *m, const uint8_t *gbase, int h, const i
                                       : qcolumn256(gbase, bb, oi[t * NOUT + k], m->offset, h, NIB, MIN, HALF, SPLIT, HB);
                 v = _mm256_fmadd_ps(_mm256_set1_ps(ov[t * NOUT + k]), w, v);
             }
-            if (bias) v = _mm256_add_ps(v, _mm256_maskload_ps(bias + r0, rmask));
+            if (bias) v = _mm256_add_ps(v, bv);
         }
         _mm256_maskstore_ps(y + t * ldy + r0, rmask, v);
     }
-}
-
-/// Blocks per column range for a batch: what keeps one 16-row group's weights of the range in L1 (about 12 KiB)
-/// while every token tile of both halves passes over them. Up to 4 tokens (decode) stream the whole row at once.
-static inline int64_t qcolumn_blocks256(const pagoda_qmat *m, int64_t tokens) {
-    if (tokens <= 4) return m->blocks;
-    const int64_t k = 12288 / m->block_bytes;
-    return k > 0 ? k : 1;
 }
 
 #define DEF256(NAME, NIB, MIN, WIDE, HALF, SPLIT, HB)                                                               \
@@ -1320,7 +1315,7 @@ static inline int64_t qcolumn_blocks256(const pagoda_qmat *m, int64_t tokens) {
         /* A batch dequantizes each group's weights in the chunk's distinct outlier columns once (see tile256). */   \
         _Alignas(32) float wcol[2][PAGODA_Q_TOKEN_CHUNK * NOUT * 8];                                                 \
         const int nu = tokens > 4 ? nuniq : 0;                                                                       \
-        const int64_t kc = qcolumn_blocks256(m, tokens);                                                             \
+        const int64_t kc = qcolumn_blocks(m, tokens);  /* both halves pass over the range in L1 */                 \
         for (int64_t g = g0; g < g1; g++) {                                                                          \
             const uint8_t *gbase = m->data + g * m->blocks * m->block_bytes;                                         \
             const int halves = m->rows - g * PAGODA_Q_ROWS > 8 ? 2 : 1;                                              \
@@ -1343,14 +1338,9 @@ static inline int64_t qcolumn_blocks256(const pagoda_qmat *m, int64_t tokens) {
             }                                                                                                        \
         }                                                                                                            \
     }
-DEF256(qgemm256_bw, 0, 0, 1, 1, 0, 0)        // Q8_0
-DEF256(qgemm256_n, 1, 0, 0, 1, 0, 0)         // Q4_0
-DEF256(qgemm256_nm, 1, 1, 0, 1, 0, 0)        // Q4_1
-DEF256(qgemm256_nm_f32, 1, 1, 0, 0, 0, 0)    // Q4_K
-DEF256(qgemm256_n5, 1, 0, 0, 1, 0, 1)        // Q5_0
-DEF256(qgemm256_nm5, 1, 1, 0, 1, 0, 1)       // Q5_1
-DEF256(qgemm256_nm5_f32, 1, 1, 0, 0, 0, 1)   // Q5_K
-DEF256(qgemm256_ns6_f32, 1, 0, 0, 0, 1, 2)   // Q6_K
+/// WIDE: the 8-bit codes (Q8_0, offset 128), which take the sign trick.
+#define INST256(S, NIB, MIN, HALF, SPLIT, HB) DEF256(qgemm256##S, NIB, MIN, !(NIB), HALF, SPLIT, HB)
+PQ_LAYOUTS(INST256)
 #endif
 
 // ---------------------------------------------------------------------------------------------------------
@@ -1425,7 +1415,7 @@ static void qgemm_chunk(const pagoda_qmat *m, const int8_t *q, const float *dx, 
                             int64_t, float *, int64_t, int64_t, int64_t, const float *);
     qkernel kamx = 0, k512 = 0, k256 = 0;
     const int nib = m->nibble, mn = m->has_min, hs = m->half_scales, sp = m->split, hb = m->high_bits;
-    if (!nib && !mn && hs && !sp && !hb && m->offset == 128) { kamx = qgemmamx_b; k512 = qgemm512_b; k256 = qgemm256_bw; }
+    if (!nib && !mn && hs && !sp && !hb && m->offset == 128) { kamx = qgemmamx_b; k512 = qgemm512_b; k256 = qgemm256_b; }
     else if (nib && !sp && hb == 0 && !mn && hs) { kamx = qgemmamx_n; k512 = qgemm512_n; k256 = qgemm256_n; }
     else if (nib && !sp && hb == 0 && mn && hs) { kamx = qgemmamx_nm; k512 = qgemm512_nm; k256 = qgemm256_nm; }
     else if (nib && !sp && hb == 0 && mn && !hs) { kamx = qgemmamx_nm_f32; k512 = qgemm512_nm_f32; k256 = qgemm256_nm_f32; }
